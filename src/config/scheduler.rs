@@ -1,0 +1,47 @@
+//! `scheduler/scheduler_config.json`: the noise schedule (and, for generation, the sampler settings).
+
+use serde::Deserialize;
+
+fn default_start() -> f64 {
+    0.0001
+}
+fn default_end() -> f64 {
+    0.02
+}
+fn default_steps() -> i64 {
+    1000
+}
+fn default_schedule() -> String {
+    "linear".into()
+}
+fn default_prediction() -> String {
+    "epsilon".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SchedulerConfig {
+    #[serde(rename = "_class_name", default)]
+    pub class_name: Option<String>,
+    #[serde(default = "default_steps")]
+    pub num_train_timesteps: i64,
+    #[serde(default = "default_start")]
+    pub beta_start: f64,
+    #[serde(default = "default_end")]
+    pub beta_end: f64,
+    #[serde(default = "default_schedule")]
+    pub beta_schedule: String,
+    #[serde(default)]
+    pub trained_betas: Option<Vec<f64>>,
+    #[serde(default = "default_prediction")]
+    pub prediction_type: String,
+    #[serde(default)]
+    pub timestep_spacing: Option<String>,
+    #[serde(default)]
+    pub steps_offset: Option<i64>,
+    #[serde(default)]
+    pub set_alpha_to_one: Option<bool>,
+    #[serde(default)]
+    pub skip_prk_steps: Option<bool>,
+    #[serde(default)]
+    pub rescale_betas_zero_snr: bool,
+}

@@ -1,0 +1,22 @@
+//! sdscope: look inside Stable Diffusion models (SD1.x, SD2.x, SDXL and their turbo/lightning variants) from Rust,
+//! with numbers identical to diffusers.
+//!
+//! ```no_run
+//! use sdscope::prelude::*;
+//! let pipe = Pipeline::load("sd15")?;
+//! let reprs = pipe.extract(&ExtractRequest::new(["mid_block", "up_blocks[1]"]).timestep(50).seed(42), &["cat.png"])?;
+//! println!("{:?}", reprs.get("up_blocks[1]")?.size()); // [1, 1, 1280, 32, 32]: images, timesteps, C, h, w
+//! # Ok::<(), sdscope::Error>(())
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod models;
+pub mod nn;
+pub mod schedulers;
+pub mod taps;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::{Error, Result};

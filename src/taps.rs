@@ -1,0 +1,188 @@
+//! Hook points named after the diffusers module tree, written sdhelper-style (`up_blocks[1].attentions[0]`).
+//!
+//! Every module of a model calls [`Taps::visit`] with its path and its output; a tap can keep a copy of the
+//! output (capture), replace it (edit), and stop the forward pass once everything requested has been seen.
+
+use crate::error::{Error, Result};
+use crate::weights::VarBuilder;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use tch::Tensor;
+
+/// A function that may replace a module's output: `(path, output) -> Some(replacement)` or `None` to keep it.
+pub type Editor<'e> = Box<dyn FnMut(&str, &Tensor) -> Result<Option<Tensor>> + 'e>;
+
+/// What to capture and edit during one forward pass.
+#[derive(Default)]
+pub struct Taps<'e> {
+    wanted: HashSet<String>,
+    captured: HashMap<String, Tensor>,
+    editors: HashMap<String, Editor<'e>>,
+    record_all: bool,
+    stop_early: bool,
+}
+
+impl<'e> Taps<'e> {
+    /// Taps that capture nothing: a plain forward pass.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Capture these positions; when `stop_early`, the pass ends right after the last one.
+    pub fn capture<I, S>(positions: I, stop_early: bool) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self { wanted: positions.into_iter().map(Into::into).collect(), stop_early, ..Self::default() }
+    }
+
+    /// Capture the output of every module (used to list positions with their shapes).
+    pub fn capture_all() -> Self {
+        Self { record_all: true, ..Self::default() }
+    }
+
+    /// Register an editor at a position; it runs before the output is captured.
+    pub fn edit(&mut self, position: impl Into<String>, editor: Editor<'e>) {
+        self.editors.insert(position.into(), editor);
+    }
+
+    /// Called by every module with its output; returns the (possibly replaced) output.
+    pub fn visit(&mut self, path: &str, output: Tensor) -> Result<Tensor> {
+        if self.wanted.is_empty() && self.editors.is_empty() && !self.record_all {
+            return Ok(output);
+        }
+        let output = match self.editors.get_mut(path) {
+            Some(editor) => match editor(path, &output)? {
+                Some(replacement) => check_replacement(path, &output, replacement)?,
+                None => output,
+            },
+            None => output,
+        };
+        if (self.record_all || self.wanted.contains(path)) && !self.captured.contains_key(path) {
+            self.captured.insert(path.to_string(), output.shallow_clone());
+            if self.stop_early && self.wanted.iter().all(|p| self.captured.contains_key(p)) {
+                return Err(Error::Halted);
+            }
+        }
+        Ok(output)
+    }
+
+    /// Whether every requested position has been captured.
+    pub fn complete(&self) -> bool {
+        self.wanted.iter().all(|p| self.captured.contains_key(p))
+    }
+
+    /// The captured outputs, by path.
+    pub fn into_captured(self) -> HashMap<String, Tensor> {
+        self.captured
+    }
+
+    pub fn captured(&self) -> &HashMap<String, Tensor> {
+        &self.captured
+    }
+}
+
+fn check_replacement(path: &str, original: &Tensor, replacement: Tensor) -> Result<Tensor> {
+    if replacement.size() != original.size() {
+        return Err(Error::Shape {
+            context: format!("edit at `{path}`"),
+            why: format!("replacement has shape {:?}, the module's output has {:?}", replacement.size(), original.size()),
+        });
+    }
+    Ok(replacement.f_to_kind(original.kind())?)
+}
+
+/// Parse a position written sdhelper-style (`down_blocks[1].resnets[0]`) or with dots (`down_blocks.1.resnets.0`)
+/// into the canonical bracket form. Nothing is evaluated.
+pub fn normalize_position(given: &str) -> Result<String> {
+    let bad = |why: &str| Error::BadPositionSyntax { given: given.to_string(), why: why.to_string() };
+    let text = given.trim();
+    if text.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    let mut out = String::new();
+    for part in text.split('.') {
+        if part.is_empty() {
+            return Err(bad("empty component between dots"));
+        }
+        if part.chars().all(|c| c.is_ascii_digit()) {
+            if out.is_empty() {
+                return Err(bad("a path cannot start with an index"));
+            }
+            out.push_str(&format!("[{}]", part.parse::<u64>().map_err(|_| bad("index too large"))?));
+            continue;
+        }
+        let (name, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(bad("names contain only letters, digits and `_`"));
+        }
+        if !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(name);
+        while !rest.is_empty() {
+            let close = rest.find(']').ok_or_else(|| bad("unclosed `[`"))?;
+            let index = rest[1..close].trim();
+            let index: u64 = index.parse().map_err(|_| bad("an index in brackets must be a non-negative integer"))?;
+            out.push_str(&format!("[{index}]"));
+            rest = &rest[close + 1..];
+            if !rest.is_empty() && !rest.starts_with('[') {
+                return Err(bad("unexpected text after `]`"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Where a module sits: its weight prefix (`down_blocks.1.attentions.0`), its position path
+/// (`down_blocks[1].attentions[0]`), and the registry that collects every position of a model at build time.
+#[derive(Clone)]
+pub struct Node<'a> {
+    pub vb: VarBuilder<'a>,
+    pub path: String,
+    registry: &'a RefCell<Vec<String>>,
+}
+
+impl<'a> Node<'a> {
+    pub fn root(vb: VarBuilder<'a>, registry: &'a RefCell<Vec<String>>) -> Self {
+        Self { vb, path: String::new(), registry }
+    }
+
+    /// A named child (`conv_in`, `attn2`).
+    pub fn child(&self, name: &str) -> Self {
+        let path = if self.path.is_empty() { name.to_string() } else { format!("{}.{name}", self.path) };
+        Self { vb: self.vb.pp(name), path, registry: self.registry }
+    }
+
+    /// An indexed child (`down_blocks[2]`).
+    pub fn item(&self, name: &str, index: usize) -> Self {
+        let path = if self.path.is_empty() { format!("{name}[{index}]") } else { format!("{}.{name}[{index}]", self.path) };
+        Self { vb: self.vb.pp(name).pp(index), path, registry: self.registry }
+    }
+
+    /// Record this module as a valid position and return its path.
+    pub fn register(&self) -> String {
+        self.registry.borrow_mut().push(self.path.clone());
+        self.path.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_normalize() {
+        assert_eq!(normalize_position("up_blocks[1].attentions[0]").unwrap(), "up_blocks[1].attentions[0]");
+        assert_eq!(normalize_position("up_blocks.1.attentions.0").unwrap(), "up_blocks[1].attentions[0]");
+        assert_eq!(normalize_position(" mid_block ").unwrap(), "mid_block");
+        assert_eq!(normalize_position("a.to_out[0]").unwrap(), "a.to_out[0]");
+        for bad in ["", "up_blocks[", "up_blocks[x]", "1.up", "up..x", "__import__('os')", "up_blocks[1]x"] {
+            assert!(matches!(normalize_position(bad), Err(Error::BadPositionSyntax { .. })), "{bad}");
+        }
+    }
+}

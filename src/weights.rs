@@ -1,0 +1,256 @@
+//! Safetensors weights, read tensor by tensor (no whole-file buffer, no memory map kept resident), so peak memory
+//! stays close to the size of the weights themselves.
+//!
+//! Pickle checkpoints (`.bin`, `.ckpt`, `.pt`, `.pth`) are refused: loading them can run arbitrary code.
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone)]
+struct Entry {
+    file: usize,
+    kind: Kind,
+    shape: Vec<i64>,
+    begin: u64,
+    end: u64,
+}
+
+/// A set of safetensors files seen as one name → tensor table.
+#[derive(Debug)]
+pub struct Weights {
+    files: Vec<(PathBuf, File)>,
+    entries: HashMap<String, Entry>,
+    dtype: Kind,
+    device: Device,
+}
+
+/// Refuse pickle checkpoints with a message that says why.
+pub fn refuse_pickle(path: &Path) -> Result<()> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    if matches!(ext.as_str(), "bin" | "ckpt" | "pt" | "pth" | "pkl" | "pickle") {
+        return Err(Error::PickleRefused { path: path.to_path_buf(), kind: format!(".{ext}") });
+    }
+    Ok(())
+}
+
+fn kind_of(dtype: &str) -> Option<Kind> {
+    Some(match dtype {
+        "F32" => Kind::Float,
+        "F16" => Kind::Half,
+        "BF16" => Kind::BFloat16,
+        "F64" => Kind::Double,
+        "I64" => Kind::Int64,
+        "I32" => Kind::Int,
+        "I16" => Kind::Int16,
+        "I8" => Kind::Int8,
+        "U8" => Kind::Uint8,
+        "BOOL" => Kind::Bool,
+        _ => return None,
+    })
+}
+
+/// Diffusers' legacy VAE attention names, mapped to the current ones.
+fn modern_name(name: &str) -> String {
+    for (old, new) in [
+        (".query.", ".to_q."),
+        (".key.", ".to_k."),
+        (".value.", ".to_v."),
+        (".proj_attn.", ".to_out.0."),
+    ] {
+        if name.contains(old) && name.contains("attentions.") {
+            return name.replacen(old, new, 1);
+        }
+    }
+    name.to_string()
+}
+
+impl Weights {
+    /// Open safetensors files; tensors are cast to `dtype` (floating ones only) and moved to `device` when read.
+    pub fn open(paths: &[PathBuf], dtype: Kind, device: Device) -> Result<Self> {
+        let mut files = Vec::new();
+        let mut entries = HashMap::new();
+        for (index, path) in paths.iter().enumerate() {
+            refuse_pickle(path)?;
+            let file = File::open(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::MissingFile { path: path.clone(), hint: None },
+                _ => Error::io(path, e),
+            })?;
+            for (name, entry) in read_header(path, &file, index)? {
+                entries.insert(modern_name(&name), entry);
+            }
+            files.push((path.clone(), file));
+        }
+        Ok(Self { files, entries, dtype, device })
+    }
+
+    pub fn dtype(&self) -> Kind {
+        self.dtype
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Names of all tensors, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.entries.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The stored shape of a tensor, if present.
+    pub fn shape_of(&self, name: &str) -> Option<&[i64]> {
+        self.entries.get(name).map(|e| e.shape.as_slice())
+    }
+
+    fn file_for_errors(&self) -> PathBuf {
+        match self.files.as_slice() {
+            [(p, _)] => p.clone(),
+            _ => PathBuf::from(
+                self.files.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>().join(" + "),
+            ),
+        }
+    }
+
+    /// Read one tensor, checking its shape when `expected` is given.
+    pub fn get(&self, name: &str, expected: Option<&[i64]>) -> Result<Tensor> {
+        let entry = self.entries.get(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+            file: self.file_for_errors(),
+            expected: expected.map(|s| s.to_vec()),
+        })?;
+        let (path, file) = &self.files[entry.file];
+        let mut shape = entry.shape.clone();
+        if let Some(exp) = expected {
+            if shape != exp {
+                // Legacy 1×1-conv attention projections stored where a linear weight is expected (and back).
+                let same_numel = shape.iter().product::<i64>() == exp.iter().product::<i64>();
+                let squeezable = same_numel && shape.iter().filter(|&&d| d != 1).eq(exp.iter().filter(|&&d| d != 1));
+                if !squeezable {
+                    return Err(Error::ShapeMismatch {
+                        name: name.to_string(),
+                        file: path.clone(),
+                        found: shape,
+                        expected: exp.to_vec(),
+                    });
+                }
+                shape = exp.to_vec();
+            }
+        }
+        let mut bytes = vec![0u8; (entry.end - entry.begin) as usize];
+        file.read_exact_at(&mut bytes, entry.begin).map_err(|e| Error::BadSafetensors {
+            path: path.clone(),
+            why: format!("reading `{name}`: {e} (is the file truncated?)"),
+        })?;
+        let tensor = Tensor::f_from_data_size(&bytes, &shape, entry.kind)?;
+        drop(bytes);
+        let tensor = if matches!(entry.kind, Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double) && entry.kind != self.dtype {
+            tensor.f_to_kind(self.dtype)?
+        } else {
+            tensor
+        };
+        Ok(if self.device != Device::Cpu { tensor.f_to_device(self.device)? } else { tensor })
+    }
+
+    /// A builder rooted at the top of the name table.
+    pub fn root(&self) -> VarBuilder<'_> {
+        VarBuilder { weights: self, prefix: String::new() }
+    }
+}
+
+fn read_header(path: &Path, file: &File, index: usize) -> Result<Vec<(String, Entry)>> {
+    let bad = |why: String| Error::BadSafetensors { path: path.to_path_buf(), why };
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut size = [0u8; 8];
+    file.read_exact_at(&mut size, 0).map_err(|_| bad(format!("only {len} bytes, not even a header")))?;
+    let header_len = u64::from_le_bytes(size);
+    if header_len > 100_000_000 || 8 + header_len > len {
+        return Err(bad(format!("header length {header_len} does not fit in a {len}-byte file (truncated or not safetensors)")));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact_at(&mut header, 8).map_err(|e| bad(e.to_string()))?;
+    let table: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+    let data_start = 8 + header_len;
+    let mut out = Vec::with_capacity(table.len());
+    for (name, info) in table {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = info["dtype"].as_str().unwrap_or("?");
+        let kind = kind_of(dtype).ok_or_else(|| bad(format!("tensor `{name}` has unsupported dtype {dtype}")))?;
+        let shape: Vec<i64> = serde_json::from_value(info["shape"].clone())
+            .map_err(|e| bad(format!("tensor `{name}` has a bad shape: {e}")))?;
+        let offsets: [u64; 2] = serde_json::from_value(info["data_offsets"].clone())
+            .map_err(|e| bad(format!("tensor `{name}` has bad data_offsets: {e}")))?;
+        let (begin, end) = (data_start + offsets[0], data_start + offsets[1]);
+        let expected_bytes = shape.iter().product::<i64>() as u64 * kind.elt_size_in_bytes() as u64;
+        if offsets[1] < offsets[0] || end - begin != expected_bytes {
+            return Err(bad(format!("tensor `{name}` has {} bytes for shape {shape:?} {dtype}", offsets[1].wrapping_sub(offsets[0]))));
+        }
+        if end > len {
+            return Err(bad(format!("tensor `{name}` ends at byte {end} but the file has {len} bytes (truncated download?)")));
+        }
+        out.push((name, Entry { file: index, kind, shape, begin, end }));
+    }
+    Ok(out)
+}
+
+
+#[derive(Clone)]
+pub struct VarBuilder<'a> {
+    weights: &'a Weights,
+    prefix: String,
+}
+
+impl<'a> VarBuilder<'a> {
+    /// Descend into a child module (`vb.pp("down_blocks").pp(0)`).
+    pub fn pp(&self, name: impl std::fmt::Display) -> Self {
+        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
+        Self { weights: self.weights, prefix }
+    }
+
+    fn full(&self, name: &str) -> String {
+        if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) }
+    }
+
+    /// A tensor that must exist with exactly this shape.
+    pub fn get(&self, name: &str, shape: &[i64]) -> Result<Tensor> {
+        self.weights.get(&self.full(name), Some(shape))
+    }
+
+    /// A tensor that may be absent (e.g. an optional bias).
+    pub fn get_opt(&self, name: &str, shape: &[i64]) -> Result<Option<Tensor>> {
+        let full = self.full(name);
+        if self.weights.contains(&full) { self.weights.get(&full, Some(shape)).map(Some) } else { Ok(None) }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.weights.contains(&self.full(name))
+    }
+
+    /// Shape of a stored tensor below this prefix.
+    pub fn shape_of(&self, name: &str) -> Option<Vec<i64>> {
+        self.weights.shape_of(&self.full(name)).map(|s| s.to_vec())
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn dtype(&self) -> Kind {
+        self.weights.dtype
+    }
+
+    pub fn device(&self) -> Device {
+        self.weights.device
+    }
+}
