@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use hf_hub::api::sync::{ApiBuilder, ApiRepo};
+use hf_hub::api::sync::{ApiBuilder, ApiError, ApiRepo};
 use hf_hub::api::Progress;
 use serde_json::Value;
 
@@ -68,79 +68,51 @@ const fn plain(
     cfg: f64,
     family: &'static str,
 ) -> ModelAlias {
+    let (unet_repo, unet_file, prediction_type, timestep_spacing) = (None, None, None, None);
     ModelAlias {
         name,
         repo,
-        unet_repo: None,
-        unet_file: None,
-        prediction_type: None,
-        timestep_spacing: None,
+        unet_repo,
+        unet_file,
+        prediction_type,
+        timestep_spacing,
         default_steps: steps,
         default_guidance: cfg,
         family,
     }
 }
 
+/// SDXL base with an SDXL-Lightning U-Net: trailing timesteps, no guidance.
 const fn lightning(
     name: &'static str,
     file: &'static str,
     steps: usize,
     pred: Option<&'static str>,
 ) -> ModelAlias {
+    let (unet_repo, unet_file, timestep_spacing) = (Some(LIGHTNING), Some(file), Some("trailing"));
     ModelAlias {
-        unet_repo: Some(LIGHTNING),
-        unet_file: Some(file),
+        unet_repo,
+        unet_file,
         prediction_type: pred,
-        timestep_spacing: Some("trailing"),
+        timestep_spacing,
         ..plain(name, SDXL, steps, 0.0, "sdxl")
     }
 }
 
+/// The 1-step Lightning U-Net predicts x0 (`sample`) and is published under its own file name.
+#[rustfmt::skip]
 static ALIASES: [ModelAlias; 11] = [
-    plain(
-        "sd1.5",
-        "stable-diffusion-v1-5/stable-diffusion-v1-5",
-        50,
-        7.5,
-        "sd1",
-    ),
+    plain("sd1.5", "stable-diffusion-v1-5/stable-diffusion-v1-5", 50, 7.5, "sd1"),
     plain("sd1.4", "CompVis/stable-diffusion-v1-4", 50, 7.5, "sd1"),
     plain("sd2.1", "stabilityai/stable-diffusion-2-1", 50, 7.5, "sd2"),
-    plain(
-        "sd2.1-base",
-        "stabilityai/stable-diffusion-2-1-base",
-        50,
-        7.5,
-        "sd2",
-    ),
+    plain("sd2.1-base", "stabilityai/stable-diffusion-2-1-base", 50, 7.5, "sd2"),
     plain("sd-turbo", "stabilityai/sd-turbo", 4, 0.0, "sd2"),
     plain("sdxl", SDXL, 40, 5.0, "sdxl"),
     plain("sdxl-turbo", "stabilityai/sdxl-turbo", 4, 0.0, "sdxl"),
-    // The 1-step U-Net predicts x0 and is published under a different file name.
-    lightning(
-        "sdxl-lightning-1step",
-        "sdxl_lightning_1step_unet_x0.safetensors",
-        1,
-        Some("sample"),
-    ),
-    lightning(
-        "sdxl-lightning-2step",
-        "sdxl_lightning_2step_unet.safetensors",
-        2,
-        None,
-    ),
-    lightning(
-        "sdxl-lightning-4step",
-        "sdxl_lightning_4step_unet.safetensors",
-        4,
-        None,
-    ),
-    lightning(
-        "sdxl-lightning-8step",
-        "sdxl_lightning_8step_unet.safetensors",
-        8,
-        None,
-    ),
+    lightning("sdxl-lightning-1step", "sdxl_lightning_1step_unet_x0.safetensors", 1, Some("sample")),
+    lightning("sdxl-lightning-2step", "sdxl_lightning_2step_unet.safetensors", 2, None),
+    lightning("sdxl-lightning-4step", "sdxl_lightning_4step_unet.safetensors", 4, None),
+    lightning("sdxl-lightning-8step", "sdxl_lightning_8step_unet.safetensors", 8, None),
 ];
 
 /// All known model aliases.
@@ -149,10 +121,8 @@ pub fn aliases() -> &'static [ModelAlias] {
 }
 
 fn squash(s: &str) -> String {
-    s.chars()
-        .filter(|c| !matches!(c, '-' | '_' | '.' | ' '))
-        .flat_map(char::to_lowercase)
-        .collect()
+    let kept = s.chars().filter(|c| !matches!(c, '-' | '_' | '.' | ' '));
+    kept.flat_map(char::to_lowercase).collect()
 }
 
 /// Finds an alias, ignoring case and the characters `-`, `_`, `.` and space (`SD15` is `sd1.5`).
@@ -171,14 +141,10 @@ pub fn cache_dir() -> PathBuf {
 }
 
 fn offline_from_env() -> bool {
-    std::env::var("HF_HUB_OFFLINE")
-        .map(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "1" | "true" | "yes" | "on"
-            )
-        })
-        .unwrap_or(false)
+    let v = std::env::var("HF_HUB_OFFLINE")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    matches!(v.trim(), "1" | "true" | "yes" | "on")
 }
 
 /// Resolves `model` (a diffusers folder, an alias, or an `owner/name` hub repo id) to local files.
@@ -190,81 +156,76 @@ pub fn resolve(model: &str) -> Result<ModelSource> {
     resolve_in(model, &cache_dir(), offline_from_env())
 }
 
+fn missing_file(path: impl Into<PathBuf>, hint: impl Into<String>) -> Error {
+    Error::MissingFile {
+        path: path.into(),
+        hint: Some(hint.into()),
+    }
+}
+
 fn resolve_in(model: &str, cache: &Path, offline: bool) -> Result<ModelSource> {
     let path = Path::new(model);
-    if path.is_dir() {
+    let (repo, alias) = if path.is_dir() {
         let index = path.join("model_index.json");
         if !index.is_file() {
             let hint = "a diffusers pipeline folder has model_index.json next to unet/, vae/, \
-                        text_encoder/, tokenizer/ and scheduler/ (SDXL also text_encoder_2/, tokenizer_2/)";
-            return Err(Error::MissingFile {
-                path: index,
-                hint: Some(hint.into()),
-            });
+                text_encoder/, tokenizer/ and scheduler/ (SDXL also text_encoder_2/, tokenizer_2/)";
+            return Err(missing_file(index, hint));
         }
+        let root = path.to_path_buf();
         return Ok(ModelSource {
-            root: path.to_path_buf(),
+            root,
             repo: None,
             alias: None,
             unet_override: None,
         });
-    }
-    if path.is_file() {
-        let why = "this is a file; sdscope needs a diffusers pipeline folder (with model_index.json), an alias or a hub repo id";
+    } else if path.is_file() {
+        let why = "this is a file; pass a diffusers pipeline folder, an alias or a hub repo id";
         return Err(Error::invalid(format!("--model {model}"), why));
-    }
-    if let Some(alias) = find_alias(model) {
-        let root = fetch_pipeline(alias.repo, cache, offline)?;
-        let unet_override = match (alias.unet_repo, alias.unet_file) {
-            (Some(repo), Some(file)) => Some(fetch_file(repo, file, cache, offline)?),
-            _ => None,
-        };
-        return Ok(ModelSource {
-            root,
-            repo: Some(alias.repo.into()),
-            alias: Some(alias),
-            unet_override,
-        });
-    }
-    let looks_like_path = model.starts_with(['/', '.', '~'])
+    } else if let Some(alias) = find_alias(model) {
+        (alias.repo, Some(alias))
+    } else if model.starts_with(['/', '.', '~'])
         || model.contains('\\')
-        || model.matches('/').count() > 1;
-    if looks_like_path {
+        || model.matches('/').count() > 1
+    {
         let hint =
             "no such folder; pass a diffusers folder, an alias, or an `owner/name` hub repo id";
-        return Err(Error::MissingFile {
-            path: path.into(),
-            hint: Some(hint.into()),
+        return Err(missing_file(path, hint));
+    } else if is_repo_id(model) {
+        (
+            model,
+            ALIASES
+                .iter()
+                .find(|a| a.repo == model && a.unet_repo.is_none()),
+        )
+    } else {
+        let known = ALIASES.iter().map(|a| a.name.to_string()).collect();
+        return Err(Error::UnknownModel {
+            given: model.into(),
+            known,
         });
-    }
-    if is_repo_id(model) {
-        let root = fetch_pipeline(model, cache, offline)?;
-        let alias = ALIASES
-            .iter()
-            .find(|a| a.repo == model && a.unet_repo.is_none());
-        return Ok(ModelSource {
-            root,
-            repo: Some(model.into()),
-            alias,
-            unet_override: None,
-        });
-    }
-    let known = ALIASES.iter().map(|a| a.name.to_string()).collect();
-    Err(Error::UnknownModel {
-        given: model.into(),
-        known,
+    };
+    let root = fetch_pipeline(repo, cache, offline)?;
+    let unet_override = match alias.and_then(|a| a.unet_repo.zip(a.unet_file)) {
+        Some((unet_repo, file)) => Some(fetch_file(unet_repo, file, cache, offline)?),
+        None => None,
+    };
+    Ok(ModelSource {
+        root,
+        repo: Some(repo.into()),
+        alias,
+        unet_override,
     })
 }
 
 fn is_repo_id(s: &str) -> bool {
-    let ok = |p: &str| {
-        !p.is_empty()
-            && p != "."
-            && p != ".."
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    let part = |p: &str| {
+        let chars_ok = p
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        chars_ok && !p.is_empty() && p != "." && p != ".."
     };
-    matches!(s.split_once('/'), Some((owner, name)) if ok(owner) && ok(name))
+    matches!(s.split_once('/'), Some((owner, name)) if part(owner) && part(name))
 }
 
 /// `<cache>/models--owner--name`.
@@ -283,40 +244,43 @@ fn cached_snapshot(cache: &Path, repo: &str, probe: &str) -> Option<PathBuf> {
     }
     let entries = std::fs::read_dir(dir.join("snapshots")).ok()?;
     let snaps = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
+        .filter_map(|e| Some(e.ok()?.path()))
         .filter(|p| p.join(probe).exists());
     snaps.max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
 }
 
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::BadConfig {
+    let bad = |e: serde_json::Error| Error::BadConfig {
         path: path.into(),
         why: e.to_string(),
-    })
+    };
+    serde_json::from_str(&text).map_err(bad)
 }
 
 /// Components of `COMPONENTS` that `model_index.json` lists with a non-null class.
 fn components(index: &Value) -> Vec<&'static str> {
-    let listed = |c: &str| matches!(index.get(c).and_then(Value::as_array), Some(v) if v.len() == 2 && v[1].is_string());
+    let listed = |c: &str| {
+        index
+            .get(c)
+            .and_then(|v| v.get(1))
+            .is_some_and(Value::is_string)
+    };
     COMPONENTS.into_iter().filter(|c| listed(c)).collect()
 }
 
 /// Non-weight files of a component, each with whether it is required.
 fn fixed_files(comp: &str) -> Vec<(String, bool)> {
-    let names: &[(&str, bool)] = if comp == "scheduler" {
-        &[("scheduler_config.json", true)]
-    } else if comp.starts_with("tokenizer") {
-        &[
+    let names: &[(&str, bool)] = match comp {
+        "scheduler" => &[("scheduler_config.json", true)],
+        c if c.starts_with("tokenizer") => &[
             ("vocab.json", true),
             ("merges.txt", true),
             ("tokenizer_config.json", true),
             ("special_tokens_map.json", true),
             ("tokenizer.json", false),
-        ]
-    } else {
-        &[("config.json", true)]
+        ],
+        _ => &[("config.json", true)],
     };
     names
         .iter()
@@ -340,7 +304,7 @@ const WEIGHT_NAMES: [&str; 8] = [
     "model.safetensors.index.fp16.json",
 ];
 
-const PICKLE_EXTS: [&str; 4] = ["bin", "ckpt", "pt", "pth"];
+const PICKLE_EXTS: [&str; 4] = [".bin", ".ckpt", ".pt", ".pth"];
 
 fn choose_weights(comp: &str, has: impl Fn(&str) -> bool) -> Option<String> {
     WEIGHT_NAMES
@@ -350,34 +314,31 @@ fn choose_weights(comp: &str, has: impl Fn(&str) -> bool) -> Option<String> {
 }
 
 fn default_weights(comp: &str) -> String {
-    let stem = if comp.starts_with("text_encoder") {
-        "model"
-    } else {
-        "diffusion_pytorch_model"
-    };
-    format!("{comp}/{stem}.safetensors")
+    // WEIGHT_NAMES[0] is the diffusers name, [1] the transformers one.
+    let transformers = comp.starts_with("text_encoder");
+    format!("{comp}/{}", WEIGHT_NAMES[usize::from(transformers)])
 }
 
 /// Shard file names listed in a `*.safetensors.index.json`, sorted and deduplicated.
 fn shard_names(index_file: &Path) -> Result<Vec<String>> {
     let index = read_json(index_file)?;
+    let map = index.get("weight_map").and_then(Value::as_object);
+    let names: Option<BTreeSet<String>> = map.and_then(|m| {
+        let ok = |n: &&str| !n.contains(['/', '\\']) && n.ends_with(".safetensors");
+        m.values()
+            .map(|v| v.as_str().filter(ok).map(String::from))
+            .collect()
+    });
+    let why = "expected a `weight_map` of tensor names to .safetensors files in the same folder";
     let bad = || Error::BadConfig {
         path: index_file.into(),
-        why: "no `weight_map` object of file names".into(),
+        why: why.into(),
     };
-    let map = index
-        .get("weight_map")
-        .and_then(Value::as_object)
-        .ok_or_else(bad)?;
-    let names: Option<BTreeSet<&str>> = map.values().map(Value::as_str).collect();
-    let names = names.ok_or_else(bad)?;
-    if names
-        .iter()
-        .any(|n| n.contains('/') || n.contains('\\') || !n.ends_with(".safetensors"))
-    {
-        return Err(bad());
-    }
-    Ok(names.into_iter().map(String::from).collect())
+    Ok(names
+        .filter(|n| !n.is_empty())
+        .ok_or_else(bad)?
+        .into_iter()
+        .collect())
 }
 
 /// The safetensors weight file(s) of a component folder (e.g. `<root>/unet`): the plain file,
@@ -389,41 +350,40 @@ pub fn component_weights(dir: &Path) -> Result<Vec<PathBuf>> {
         if !name.ends_with(".json") {
             return Ok(vec![file]);
         }
-        let hint = format!("listed in {}", file.display());
         let shards: Vec<PathBuf> = shard_names(&file)?.iter().map(|s| dir.join(s)).collect();
-        if let Some(missing) = shards.iter().find(|s| !s.is_file()) {
-            return Err(Error::MissingFile {
-                path: missing.clone(),
-                hint: Some(hint),
-            });
+        if let Some(absent) = shards.iter().find(|s| !s.is_file()) {
+            return Err(missing_file(
+                absent,
+                format!("listed in {}", file.display()),
+            ));
         }
         return Ok(shards);
     }
-    let mut pickles: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    pickles.retain(|p| {
-        p.extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| PICKLE_EXTS.contains(&e))
-    });
+    let entries = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok());
+    let names = entries.filter_map(|e| e.file_name().into_string().ok());
+    let mut pickles: Vec<String> = names
+        .filter(|n| PICKLE_EXTS.iter().any(|x| n.ends_with(x)))
+        .collect();
     pickles.sort();
-    if let Some(path) = pickles.into_iter().next() {
+    if let Some(name) = pickles.first() {
         let kind = format!(
-            "PyTorch .{} checkpoint",
-            path.extension().unwrap_or_default().to_string_lossy()
+            "PyTorch {} checkpoint",
+            &name[name.rfind('.').unwrap_or(0)..]
         );
-        return Err(Error::PickleRefused { path, kind });
+        return Err(Error::PickleRefused {
+            path: dir.join(name),
+            kind,
+        });
     }
     let hint = format!(
         "looked for {} in {}",
         WEIGHT_NAMES.join(", "),
         dir.display()
     );
-    Err(Error::MissingFile {
-        path: dir.join(WEIGHT_NAMES[0]),
-        hint: Some(hint),
-    })
+    Err(missing_file(dir.join(WEIGHT_NAMES[0]), hint))
 }
 
 /// Files (relative to `snap`) the pipeline cached there needs but lacks.
@@ -432,12 +392,10 @@ fn missing_in(snap: &Path) -> Result<Vec<String>> {
     let has = |f: &str| snap.join(f).exists();
     let mut missing = Vec::new();
     for comp in components(&index) {
-        missing.extend(
-            fixed_files(comp)
-                .into_iter()
-                .filter(|(f, req)| *req && !has(f))
-                .map(|(f, _)| f),
-        );
+        let absent = fixed_files(comp)
+            .into_iter()
+            .filter(|(f, req)| *req && !has(f));
+        missing.extend(absent.map(|(f, _)| f));
         if !has_weights(comp) {
             continue;
         }
@@ -455,9 +413,8 @@ fn missing_in(snap: &Path) -> Result<Vec<String>> {
     Ok(missing)
 }
 
-const CACHE_NOTE: &str =
-    "(files go to the Hugging Face cache, $HF_HOME/hub, default ~/.cache/huggingface/hub; \
-                          copy it here or point HF_HOME at it)";
+const CACHE_NOTE: &str = "(this fills the Hugging Face cache, $HF_HOME/hub, by default \
+    ~/.cache/huggingface/hub; copy it here or point HF_HOME at it)";
 
 fn fetch_pipeline_command(repo: &str, missing: &[String]) -> String {
     let mut cmd = format!("huggingface-cli download {repo} --include \"model_index.json\"");
@@ -473,29 +430,37 @@ fn fetch_pipeline_command(repo: &str, missing: &[String]) -> String {
 
 const OFFLINE_WHY: &str = "HF_HUB_OFFLINE is set, so nothing was downloaded";
 
+/// Builds the `ModelNotCached` error for `repo`, given the reason.
+fn not_cached<'a>(
+    repo: &'a str,
+    cache: &'a Path,
+    missing: Vec<String>,
+    fetch: String,
+) -> impl Fn(String) -> Error + 'a {
+    move |why| Error::ModelNotCached {
+        repo: repo.into(),
+        cache: cache.display().to_string(),
+        missing: missing.clone(),
+        why,
+        fetch: fetch.clone(),
+    }
+}
+
 /// The local snapshot folder of a hub pipeline, downloading missing files when allowed.
 fn fetch_pipeline(repo: &str, cache: &Path, offline: bool) -> Result<PathBuf> {
     let missing = match cached_snapshot(cache, repo, "model_index.json") {
-        Some(snap) => {
-            let missing = missing_in(&snap)?;
-            if missing.is_empty() {
-                return Ok(snap);
-            }
-            missing
-        }
+        Some(snap) => match missing_in(&snap)? {
+            m if m.is_empty() => return Ok(snap),
+            m => m,
+        },
         None => vec!["model_index.json".to_string()],
     };
-    let not_cached = |why: String| Error::ModelNotCached {
-        repo: repo.into(),
-        cache: cache.display().to_string(),
-        fetch: fetch_pipeline_command(repo, &missing),
-        missing: missing.clone(),
-        why,
-    };
+    let fetch = fetch_pipeline_command(repo, &missing);
+    let fail = not_cached(repo, cache, missing, fetch);
     if offline {
-        return Err(not_cached(OFFLINE_WHY.into()));
+        return Err(fail(OFFLINE_WHY.into()));
     }
-    download_pipeline(repo, cache, &not_cached)
+    download_pipeline(repo, cache, &fail)
 }
 
 /// A cached single file of a hub repo, downloaded when missing and allowed.
@@ -503,49 +468,46 @@ fn fetch_file(repo: &str, file: &str, cache: &Path, offline: bool) -> Result<Pat
     if let Some(snap) = cached_snapshot(cache, repo, file) {
         return Ok(snap.join(file));
     }
-    let not_cached = |why: String| Error::ModelNotCached {
-        repo: repo.into(),
-        cache: cache.display().to_string(),
-        missing: vec![file.into()],
-        why,
-        fetch: format!("huggingface-cli download {repo} {file}\n  {CACHE_NOTE}"),
-    };
+    let fetch = format!("huggingface-cli download {repo} {file}\n  {CACHE_NOTE}");
+    let fail = not_cached(repo, cache, vec![file.into()], fetch);
     if offline {
-        return Err(not_cached(OFFLINE_WHY.into()));
+        return Err(fail(OFFLINE_WHY.into()));
     }
-    let api = api_repo(repo, cache).map_err(|e| not_cached(e.to_string()))?;
-    download(&api, repo, file, &not_cached)
+    let api = api_repo(repo, cache).map_err(|e| fail(e.to_string()))?;
+    download(&api, repo, file, &fail)
 }
 
-fn api_repo(repo: &str, cache: &Path) -> std::result::Result<ApiRepo, hf_hub::api::sync::ApiError> {
+fn api_repo(repo: &str, cache: &Path) -> std::result::Result<ApiRepo, ApiError> {
     let mut builder = ApiBuilder::from_cache(hf_hub::Cache::new(cache.into())).with_progress(false);
     if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
         builder = builder.with_endpoint(endpoint.trim_end_matches('/').into());
     }
-    if let Ok(token) = std::env::var("HF_TOKEN") {
-        builder = builder.with_token(Some(token));
+    if let Some(token) = std::env::var("HF_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
+        builder = builder.with_token(Some(token.trim().into()));
     }
     Ok(builder.build()?.model(repo.into()))
 }
 
 /// Maps a hub failure: HTTP 401/403/404 are the repo's fault, anything else means "unreachable".
-fn hub_failure(
-    repo: &str,
-    err: impl std::fmt::Display,
-    not_cached: &dyn Fn(String) -> Error,
-) -> Error {
+fn hub_failure(repo: &str, err: ApiError, fail: &dyn Fn(String) -> Error) -> Error {
     let why = err.to_string();
-    if ["status code 401", "status code 403", "status code 404"]
+    if ["401", "403", "404"]
         .iter()
-        .any(|s| why.contains(s))
+        .any(|code| why.contains(&format!("status code {code}")))
     {
-        let why = format!("{why}: no such repo or file, or it is private/gated (check the id; for gated repos accept the license on huggingface.co and set HF_TOKEN)");
+        let why = format!(
+            "{why}: no such repo or file, or it is private or gated (check the id; \
+            for a gated repo accept its license on huggingface.co and set HF_TOKEN)"
+        );
         return Error::Hub {
             repo: repo.into(),
             why,
         };
     }
-    not_cached(why)
+    fail(why)
 }
 
 /// Prints one line per downloaded file (hf-hub itself is silent with progress off).
@@ -557,7 +519,8 @@ impl Progress for Announce<'_> {
             let size = match size as f64 {
                 s if s >= 1e9 => format!(" ({:.1} GB)", s / 1e9),
                 s if s >= 1e6 => format!(" ({:.1} MB)", s / 1e6),
-                s if s > 0.0 => format!(" ({:.1} kB)", s / 1e3),
+                s if s >= 1e3 => format!(" ({:.1} kB)", s / 1e3),
+                _ if size > 0 => format!(" ({size} B)"),
                 _ => String::new(),
             };
             eprintln!("[sdscope] downloading {filename}{size} from {}", self.0);
@@ -571,27 +534,22 @@ fn download(
     api: &ApiRepo,
     repo: &str,
     file: &str,
-    not_cached: &dyn Fn(String) -> Error,
+    fail: &dyn Fn(String) -> Error,
 ) -> Result<PathBuf> {
-    api.download_with_progress(file, Announce(repo, false))
-        .map_err(|e| hub_failure(repo, e, not_cached))
+    let announce = Announce(repo, false);
+    api.download_with_progress(file, announce)
+        .map_err(|e| hub_failure(repo, e, fail))
 }
 
 /// Downloads what the pipeline needs into the snapshot of the repo's current `main` commit.
-fn download_pipeline(
-    repo: &str,
-    cache: &Path,
-    not_cached: &dyn Fn(String) -> Error,
-) -> Result<PathBuf> {
-    let api = api_repo(repo, cache).map_err(|e| not_cached(e.to_string()))?;
-    let info = api.info().map_err(|e| hub_failure(repo, e, not_cached))?;
+fn download_pipeline(repo: &str, cache: &Path, fail: &dyn Fn(String) -> Error) -> Result<PathBuf> {
+    let api = api_repo(repo, cache).map_err(|e| fail(e.to_string()))?;
+    let info = api.info().map_err(|e| hub_failure(repo, e, fail))?;
     let listed: BTreeSet<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     let snap = repo_dir(cache, repo).join("snapshots").join(&info.sha);
-    let get = |f: &str| -> Result<()> {
-        if !snap.join(f).exists() {
-            download(&api, repo, f, not_cached)?;
-        }
-        Ok(())
+    let get = |f: &str| match snap.join(f).exists() {
+        true => Ok(()),
+        false => download(&api, repo, f, fail).map(drop),
     };
     let hub = |why: String| Error::Hub {
         repo: repo.into(),
@@ -603,8 +561,7 @@ fn download_pipeline(
         ));
     }
     get("model_index.json")?;
-    let index = read_json(&snap.join("model_index.json"))?;
-    for comp in components(&index) {
+    for comp in components(&read_json(&snap.join("model_index.json"))?) {
         for (f, required) in fixed_files(comp) {
             if listed.contains(&f) {
                 get(&f)?;
@@ -620,18 +577,15 @@ fn download_pipeline(
         let local = choose_weights(comp, |f| snap.join(f).exists());
         let Some(w) = local.or_else(|| choose_weights(comp, |f| listed.contains(f))) else {
             let prefix = format!("{comp}/");
-            let pickle = listed.iter().find(|f| {
-                f.starts_with(&prefix) && PICKLE_EXTS.iter().any(|e| f.ends_with(&format!(".{e}")))
-            });
-            return Err(match pickle {
-                Some(p) => hub(format!(
+            let pickle = listed
+                .iter()
+                .find(|f| f.starts_with(&prefix) && PICKLE_EXTS.iter().any(|x| f.ends_with(x)));
+            return Err(hub(match pickle {
+                Some(p) => format!(
                     "{comp} weights exist only as pickle ({p}); sdscope loads only .safetensors"
-                )),
-                None => hub(format!(
-                    "no {comp} weights ({}) in the repo",
-                    default_weights(comp)
-                )),
-            });
+                ),
+                None => format!("no {comp} weights ({}) in the repo", default_weights(comp)),
+            }));
         };
         get(&w)?;
         if w.ends_with(".json") {
@@ -648,64 +602,32 @@ mod tests {
     use super::*;
 
     fn scratch(tag: &str) -> PathBuf {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("sdscope-hub-{tag}-{}-{nanos}", std::process::id()));
+        let nanos = std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos();
+        let name = format!("sdscope-hub-{tag}-{}-{nanos}", std::process::id());
+        let dir = std::env::temp_dir().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
 
-    fn touch(root: &Path, files: &[&str]) {
-        for f in files {
+    /// Creates the space-separated files under `root`.
+    fn touch(root: &Path, files: &str) {
+        for f in files.split_whitespace() {
             let p = root.join(f);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, b"x").unwrap();
         }
     }
 
-    /// A fake cached pipeline: sharded unet, fp16-only vae, plain text encoder.
+    /// A fake cached pipeline with a sharded unet, an fp16-only vae and a plain text encoder.
     fn fake_repo(cache: &Path, repo: &str) -> PathBuf {
         let dir = repo_dir(cache, repo);
         std::fs::create_dir_all(dir.join("refs")).unwrap();
         std::fs::write(dir.join("refs/main"), "abc123\n").unwrap();
         let snap = dir.join("snapshots/abc123");
-        touch(
-            &snap,
-            &[
-                "unet/config.json",
-                "unet/u-1.safetensors",
-                "unet/u-2.safetensors",
-            ],
-        );
-        touch(
-            &snap,
-            &[
-                "vae/config.json",
-                "vae/diffusion_pytorch_model.fp16.safetensors",
-            ],
-        );
-        touch(
-            &snap,
-            &["text_encoder/config.json", "text_encoder/model.safetensors"],
-        );
-        touch(
-            &snap,
-            &[
-                "tokenizer/vocab.json",
-                "tokenizer/merges.txt",
-                "tokenizer/tokenizer_config.json",
-            ],
-        );
-        touch(
-            &snap,
-            &[
-                "tokenizer/special_tokens_map.json",
-                "scheduler/scheduler_config.json",
-            ],
-        );
+        touch(&snap, "unet/config.json unet/u-1.safetensors unet/u-2.safetensors vae/config.json \
+            vae/diffusion_pytorch_model.fp16.safetensors text_encoder/config.json text_encoder/model.safetensors \
+            tokenizer/vocab.json tokenizer/merges.txt tokenizer/tokenizer_config.json \
+            tokenizer/special_tokens_map.json scheduler/scheduler_config.json");
         let shards = r#"{"weight_map": {"a": "u-1.safetensors", "b": "u-2.safetensors", "c": "u-1.safetensors"}}"#;
         std::fs::write(
             snap.join("unet/diffusion_pytorch_model.safetensors.index.json"),
@@ -722,23 +644,41 @@ mod tests {
 
     #[test]
     fn aliases_match_loosely() {
-        for (given, name) in [
+        let pairs = [
             ("SD15", "sd1.5"),
             ("sd-1.5", "sd1.5"),
             ("SDXL_Turbo", "sdxl-turbo"),
-            ("sdxl lightning 4step", "sdxl-lightning-4step"),
-            ("sd2.1-base", "sd2.1-base"),
             ("SD21", "sd2.1"),
-        ] {
+        ];
+        for (given, name) in pairs
+            .into_iter()
+            .chain([("sdxl lightning 4step", "sdxl-lightning-4step")])
+        {
             assert_eq!(find_alias(given).map(|a| a.name), Some(name), "{given}");
         }
+        assert_eq!(
+            find_alias("sd2.1-base").unwrap().repo,
+            "stabilityai/stable-diffusion-2-1-base"
+        );
         assert!(find_alias("sd3").is_none());
         let one = find_alias("sdxl-lightning-1step").unwrap();
         assert_eq!(
-            (one.prediction_type, one.timestep_spacing, one.default_steps),
-            (Some("sample"), Some("trailing"), 1)
+            (one.prediction_type, one.timestep_spacing),
+            (Some("sample"), Some("trailing"))
         );
-        assert_eq!(find_alias("sdxl").unwrap().default_guidance, 5.0);
+        assert_eq!(
+            (one.unet_repo, one.default_steps, one.default_guidance),
+            (Some(LIGHTNING), 1, 0.0)
+        );
+        assert_eq!(
+            find_alias("sdxl-lightning-8step").unwrap().prediction_type,
+            None
+        );
+        let sdxl = find_alias("sdxl").unwrap();
+        assert_eq!(
+            (sdxl.unet_repo, sdxl.timestep_spacing, sdxl.default_guidance),
+            (None, None, 5.0)
+        );
         assert!(
             is_repo_id("stabilityai/sdxl-turbo") && !is_repo_id("a b/c") && !is_repo_id("sdxl")
         );
@@ -769,8 +709,7 @@ mod tests {
         let cache = scratch("cached");
         let snap = fake_repo(&cache, "acme/tiny");
         let src = resolve_in("acme/tiny", &cache, true).unwrap();
-        assert_eq!(src.root, snap);
-        assert_eq!(src.repo.as_deref(), Some("acme/tiny"));
+        assert_eq!((&src.root, src.repo.as_deref()), (&snap, Some("acme/tiny")));
         assert!(src.alias.is_none() && src.unet_override.is_none());
         let shards = component_weights(&src.root.join("unet")).unwrap();
         assert_eq!(
@@ -804,26 +743,30 @@ mod tests {
                 cache: c,
                 ..
             }) => {
-                assert_eq!(repo, "acme/tiny");
+                assert_eq!(
+                    (repo.as_str(), c),
+                    ("acme/tiny", cache.display().to_string())
+                );
                 assert_eq!(
                     missing,
-                    vec![
+                    [
                         "unet/u-2.safetensors",
                         "vae/diffusion_pytorch_model.safetensors"
                     ]
                 );
+                assert!(fetch.starts_with(
+                    "huggingface-cli download acme/tiny --include \"model_index.json\""
+                ));
                 assert!(
-                    fetch.starts_with("huggingface-cli download acme/tiny --include")
+                    fetch.contains("\"unet/*\"")
                         && fetch.contains("\"*.bin\"")
+                        && fetch.contains("HF_HOME")
                 );
-                assert_eq!(c, cache.display().to_string());
             }
             other => panic!("expected ModelNotCached, got {other:?}"),
         }
         match resolve_in("other/absent", &cache, true) {
-            Err(Error::ModelNotCached { missing, .. }) => {
-                assert_eq!(missing, vec!["model_index.json"])
-            }
+            Err(Error::ModelNotCached { missing, .. }) => assert_eq!(missing, ["model_index.json"]),
             other => panic!("expected ModelNotCached, got {other:?}"),
         }
         std::fs::remove_dir_all(cache).ok();
@@ -840,8 +783,13 @@ mod tests {
                 fetch,
                 ..
             }) => {
-                assert_eq!(repo, LIGHTNING);
-                assert_eq!(missing, vec!["sdxl_lightning_4step_unet.safetensors"]);
+                assert_eq!(
+                    (repo.as_str(), missing),
+                    (
+                        LIGHTNING,
+                        vec!["sdxl_lightning_4step_unet.safetensors".into()]
+                    )
+                );
                 assert!(fetch.starts_with(
                     "huggingface-cli download ByteDance/SDXL-Lightning sdxl_lightning_4step"
                 ));
@@ -853,15 +801,15 @@ mod tests {
         std::fs::write(light.join("refs/main"), "def456").unwrap();
         touch(
             &light.join("snapshots/def456"),
-            &["sdxl_lightning_4step_unet.safetensors"],
+            "sdxl_lightning_4step_unet.safetensors",
         );
         let src = resolve_in("sdxl-lightning-4step", &cache, true).unwrap();
         assert_eq!(src.root, snap);
+        let file = light.join("snapshots/def456/sdxl_lightning_4step_unet.safetensors");
         assert_eq!(
-            src.unet_override,
-            Some(light.join("snapshots/def456/sdxl_lightning_4step_unet.safetensors"))
+            (src.unet_override, src.alias.map(|a| a.default_steps)),
+            (Some(file), Some(4))
         );
-        assert_eq!(src.alias.map(|a| a.default_steps), Some(4));
         // A repo id equal to a plain alias's repo picks up that alias's defaults.
         assert_eq!(
             resolve_in(SDXL, &cache, true)
@@ -880,20 +828,28 @@ mod tests {
             component_weights(&dir),
             Err(Error::MissingFile { .. })
         ));
-        touch(&dir, &["diffusion_pytorch_model.bin"]);
-        assert!(matches!(
-            component_weights(&dir),
-            Err(Error::PickleRefused { .. })
-        ));
-        touch(&dir, &["diffusion_pytorch_model.fp16.safetensors"]);
+        touch(&dir, "diffusion_pytorch_model.bin");
+        match component_weights(&dir) {
+            Err(Error::PickleRefused { path, kind }) => {
+                assert_eq!(
+                    (path, kind.as_str()),
+                    (
+                        dir.join("diffusion_pytorch_model.bin"),
+                        "PyTorch .bin checkpoint"
+                    )
+                );
+            }
+            other => panic!("expected PickleRefused, got {other:?}"),
+        }
+        touch(&dir, "diffusion_pytorch_model.fp16.safetensors");
         assert_eq!(
             component_weights(&dir).unwrap(),
-            vec![dir.join("diffusion_pytorch_model.fp16.safetensors")]
+            [dir.join("diffusion_pytorch_model.fp16.safetensors")]
         );
-        touch(&dir, &["diffusion_pytorch_model.safetensors"]);
+        touch(&dir, "diffusion_pytorch_model.safetensors");
         assert_eq!(
             component_weights(&dir).unwrap(),
-            vec![dir.join("diffusion_pytorch_model.safetensors")]
+            [dir.join("diffusion_pytorch_model.safetensors")]
         );
         std::fs::remove_dir_all(dir).ok();
     }

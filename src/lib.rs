@@ -20,3 +20,20 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use error::{Error, Result};
+
+/// Serialises use of libtorch's global random generator (seed, then draws) across threads.
+pub static RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub mod extract;
+pub mod image_io;
+pub mod pipeline;
+pub mod representations;
+pub mod tensor_io;
+
+/// Everything a notebook needs, in one `use`.
+pub mod prelude {
+    pub use crate::error::{Error, Result};
+    pub use crate::extract::ExtractRequest;
+    pub use crate::pipeline::{LoadOptions, Pipeline};
+    pub use crate::representations::Representations;
+    pub use tch::{Device, Kind, Tensor};
+}

@@ -8,8 +8,8 @@
 //! 1. **Added (special) tokens** are cut out of the text first. Tokens flagged `normalized: false` are
 //!    matched in the raw text; the rest are matched in the normalized text (so, for instance,
 //!    `<|STARTOFTEXT|>` is recognized as the BOS token in SD1 folders while `<|ENDOFTEXT|>` is not).
-//!    Which tokens are added, and with which flags, follows transformers' loading rules (see
-//!    [`plan_added_tokens`]). A quirk worth knowing: when the pad token is `!` (SD2, SDXL's
+//!    Which tokens are added, and with which flags, follows transformers' loading rules (from
+//!    `tokenizer_config.json`, `special_tokens_map.json`, ...). A quirk worth knowing: when the pad token is `!` (SD2, SDXL's
 //!    `tokenizer_2`), transformers registers `!` as a special token, so every `!` in a prompt becomes
 //!    the bare `!` token (id 0) instead of going through BPE (`!</w>`, `!!</w>`, ...). This module does
 //!    the same, because the goal is to match the reference.
@@ -96,7 +96,7 @@ pub struct Encoding {
 
 /// A CLIP tokenizer loaded from a Stable Diffusion `tokenizer/` (or `tokenizer_2/`) folder whose
 /// ids equal those of `transformers.CLIPTokenizer` (transformers 5).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClipTokenizer {
     inner: Tokenizer,
     max_len: usize,
@@ -135,10 +135,12 @@ impl ClipTokenizer {
         };
         let tokenizer_json_path = dir.join("tokenizer.json");
         let tokenizer_json = read_json_if_exists(&tokenizer_json_path)?;
+        let plan = plan_added_tokens(dir, &config, tokenizer_json.as_ref())?;
 
+        let unk = plan.unk.as_deref();
         let bpe = match &tokenizer_json {
-            Some(json) => bpe_from_tokenizer_json(json, &tokenizer_json_path)?,
-            None => bpe_from_vocab_and_merges(dir)?,
+            Some(json) => bpe_from_tokenizer_json(json, &tokenizer_json_path, unk)?,
+            None => bpe_from_vocab_and_merges(dir, unk)?,
         };
 
         for side in ["truncation_side", "padding_side"] {
@@ -152,8 +154,12 @@ impl ClipTokenizer {
             }
         }
         let max_len = max_len_from_config(&config);
-
-        let plan = plan_added_tokens(dir, &config, tokenizer_json.as_ref())?;
+        if max_len < 2 {
+            return Err(bad_config(
+                &dir.join("tokenizer_config.json"),
+                "model_max_length must be at least 2",
+            ));
+        }
 
         let mut inner = Tokenizer::new(bpe);
         inner.with_normalizer(Some(NormalizerSequence::new(vec![
@@ -191,12 +197,6 @@ impl ClipTokenizer {
         let bos_id = resolve("bos", &plan.bos)?;
         let eos_id = resolve("eos", &plan.eos)?;
         let pad_id = resolve("pad", &plan.pad)?;
-        if max_len < 2 {
-            return Err(bad_config(
-                &dir.join("tokenizer_config.json"),
-                "model_max_length must be at least 2",
-            ));
-        }
 
         let bos = plan.bos.unwrap_or_default();
         let eos = plan.eos.unwrap_or_default();
@@ -326,6 +326,19 @@ impl ClipTokenizer {
         }
         flush(&mut current, &mut words);
         words
+    }
+}
+
+impl std::fmt::Debug for ClipTokenizer {
+    /// A summary; the vocabulary itself is too large to print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClipTokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("max_len", &self.max_len)
+            .field("bos_id", &self.bos_id)
+            .field("eos_id", &self.eos_id)
+            .field("pad_id", &self.pad_id)
+            .finish()
     }
 }
 
@@ -675,17 +688,21 @@ fn max_len_from_config(config: &Map<String, Value>) -> usize {
     }
 }
 
-/// A BPE model configured as transformers' `CLIPTokenizer` configures it.
-fn clip_bpe_builder() -> tokenizers::models::bpe::BpeBuilder {
-    BPE::builder()
-        .unk_token("<|endoftext|>".into())
+/// A BPE model configured as transformers' `CLIPTokenizer` configures it. The unknown token is
+/// never produced in practice: every byte has a token in a byte-level vocabulary.
+fn clip_bpe_builder(unk: Option<&str>) -> tokenizers::models::bpe::BpeBuilder {
+    let builder = BPE::builder()
         .continuing_subword_prefix(String::new())
         .end_of_word_suffix(END_OF_WORD_SUFFIX.into())
-        .fuse_unk(false)
+        .fuse_unk(false);
+    match unk {
+        Some(unk) => builder.unk_token(unk.to_string()),
+        None => builder,
+    }
 }
 
 /// BPE from `vocab.json` + `merges.txt` (read by the `tokenizers` crate, as transformers does).
-fn bpe_from_vocab_and_merges(dir: &Path) -> Result<BPE> {
+fn bpe_from_vocab_and_merges(dir: &Path, unk: Option<&str>) -> Result<BPE> {
     let vocab = dir.join("vocab.json");
     let merges = dir.join("merges.txt");
     for path in [&vocab, &merges] {
@@ -701,7 +718,7 @@ fn bpe_from_vocab_and_merges(dir: &Path) -> Result<BPE> {
     }
     let (vocab, merges) = BPE::read_file(&path_str(&vocab)?, &path_str(&merges)?)
         .map_err(|e| Error::Tokenizer(format!("cannot read {}: {e}", dir.display())))?;
-    clip_bpe_builder()
+    clip_bpe_builder(unk)
         .vocab_and_merges(vocab, merges)
         .build()
         .map_err(|e| {
@@ -713,7 +730,7 @@ fn bpe_from_vocab_and_merges(dir: &Path) -> Result<BPE> {
 }
 
 /// BPE from the `model` section of a `tokenizer.json` (only its vocabulary and merges are used).
-fn bpe_from_tokenizer_json(json: &Value, path: &Path) -> Result<BPE> {
+fn bpe_from_tokenizer_json(json: &Value, path: &Path, unk: Option<&str>) -> Result<BPE> {
     let model = json
         .get("model")
         .ok_or_else(|| bad_config(path, "no `model` section"))?;
@@ -774,7 +791,7 @@ fn bpe_from_tokenizer_json(json: &Value, path: &Path) -> Result<BPE> {
         };
         merges.push(pair);
     }
-    clip_bpe_builder()
+    clip_bpe_builder(unk)
         .vocab_and_merges(vocab, merges)
         .build()
         .map_err(|e| {
@@ -945,6 +962,7 @@ mod tests {
         assert_eq!(tok.bos_id(), id("<|startoftext|>"));
         assert_eq!(tok.eos_id(), id("<|endoftext|>"));
         assert_eq!(tok.pad_id(), tok.eos_id());
+        assert!(format!("{tok:?}").contains("vocab_size: 522"));
         let enc = tok.encode("A  CAT and\tdog").unwrap();
         assert_eq!(enc.ids.len(), 77);
         assert_eq!(enc.tokens.len(), 77);

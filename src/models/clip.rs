@@ -60,7 +60,8 @@ impl ClipTextModel {
             return Err(Error::BadConfig { path: config_path.into(), why: "hidden_size is not a multiple of num_attention_heads".into() });
         }
         let root = weights.root();
-        let tm = root.pp("text_model");
+        // Hub checkpoints nest everything under `text_model.`; transformers 5 saves CLIPTextModel without it.
+        let tm = if root.contains("text_model.embeddings.token_embedding.weight") { root.pp("text_model") } else { root.clone() };
         let emb = tm.pp("embeddings");
         let token_embedding = emb.pp("token_embedding").get("weight", &[config.vocab_size, d])?;
         let position_embedding = emb.pp("position_embedding").get("weight", &[config.max_position_embeddings, d])?;

@@ -29,7 +29,8 @@ pub struct LatentDistribution {
 impl LatentDistribution {
     /// `mean + std · ε` with ε drawn from the global generator (diffusers' `latent_dist.sample()`).
     pub fn sample(&self) -> Result<Tensor> {
-        let eps = Tensor::f_randn(self.mean.size(), (self.mean.kind(), self.mean.device()))?;
+        // Drawn on the CPU generator, so a seed gives the same sample on every device.
+        let eps = Tensor::f_randn(self.mean.size(), (self.mean.kind(), tch::Device::Cpu))?.f_to_device(self.mean.device())?;
         Ok(self.mean.f_add(&self.std.f_mul(&eps)?)?)
     }
 }

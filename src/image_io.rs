@@ -1,0 +1,57 @@
+//! Images in and out: any common format → RGB float tensor in [-1, 1], as diffusers' `VaeImageProcessor` does.
+
+use crate::error::{Error, Result};
+use image::imageops::FilterType;
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+/// A prepared input image.
+pub struct PreparedImage {
+    /// `[1, 3, H, W]` float32 in [-1, 1].
+    pub pixels: Tensor,
+    /// Size used, `(height, width)`, multiples of `multiple`.
+    pub size: (i64, i64),
+    /// Original size when it had to be reduced to a multiple of 8.
+    pub resized_from: Option<(i64, i64)>,
+}
+
+/// Load an image file (grayscale, alpha and 16-bit images are converted to 8-bit RGB like PIL's
+/// `convert("RGB")`) and scale it to [-1, 1]. Sizes that are not multiples of `multiple` are reduced to the
+/// nearest smaller multiple (Lanczos resampling, like diffusers).
+pub fn load_image(path: &Path, multiple: u32) -> Result<PreparedImage> {
+    let img = image::open(path).map_err(|e| match e {
+        image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::NotFound => Error::MissingFile { path: path.to_path_buf(), hint: None },
+        other => Error::BadImage { path: path.to_path_buf(), why: other.to_string() },
+    })?;
+    let rgb = img.to_rgb8();
+    prepare_rgb(rgb, multiple).map_err(|e| match e {
+        Error::InvalidArgument { why, .. } => Error::BadImage { path: path.to_path_buf(), why },
+        other => other,
+    })
+}
+
+/// The same for an image already in memory.
+pub fn prepare_rgb(rgb: image::RgbImage, multiple: u32) -> Result<PreparedImage> {
+    let (w, h) = rgb.dimensions();
+    let (tw, th) = (w - w % multiple, h - h % multiple);
+    if tw == 0 || th == 0 {
+        return Err(Error::invalid("image", format!("{w}×{h} is smaller than the minimum {multiple}×{multiple}")));
+    }
+    let (rgb, resized_from) = if (tw, th) != (w, h) {
+        (image::imageops::resize(&rgb, tw, th, FilterType::Lanczos3), Some((h as i64, w as i64)))
+    } else {
+        (rgb, None)
+    };
+    let bytes = rgb.into_raw();
+    // Scaled in HWC order and then permuted, without making it contiguous: the result has the channels-last
+    // strides of diffusers' `from_numpy(x.transpose(0, 3, 1, 2))`, and libtorch then picks the same
+    // convolution layouts, so the VAE latents' layout (and with it `randn_like`'s draw order) is the same.
+    let pixels = Tensor::from_slice(&bytes)
+        .f_reshape([1, th as i64, tw as i64, 3])?
+        .f_to_kind(Kind::Float)?
+        .f_div_scalar(255.0)?
+        .f_mul_scalar(2.0)?
+        .f_sub_scalar(1.0)?
+        .f_permute([0, 3, 1, 2])?;
+    Ok(PreparedImage { pixels, size: (th as i64, tw as i64), resized_from })
+}

@@ -1,0 +1,209 @@
+//! A Stable Diffusion pipeline as sdscope uses it: tokenizers, text encoders, U-Net, VAE encoder and the noise
+//! schedule, loaded from a diffusers folder, a hub repo id or an alias.
+
+use crate::config::{read_json, ClipConfig, SchedulerConfig, UNetConfig, VaeConfig};
+use crate::error::{Error, Result};
+use crate::hub::{component_weights, resolve, ModelSource};
+use crate::models::{ClipTextModel, UNet, VaeEncoder};
+use crate::schedulers::NoiseSchedule;
+use crate::taps::normalize_position;
+use crate::tokenizer::{ClipTokenizer, Encoding};
+use crate::weights::Weights;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// Architecture family, read from which components a folder has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// One CLIP text encoder (SD1.x, SD2.x, SD-Turbo).
+    SingleEncoder,
+    /// Two text encoders and text/time micro-conditioning (SDXL, SDXL-Turbo, SDXL-Lightning).
+    Xl,
+}
+
+/// Where and in which precision to load.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// Working dtype of the weights (`Kind::Float` by default; `Kind::Half` on CUDA).
+    pub dtype: Kind,
+    /// Print one line per loaded component on stderr.
+    pub progress: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { device: Device::Cpu, dtype: Kind::Float, progress: true }
+    }
+}
+
+/// The prompt conditioning handed to the U-Net.
+/// # Shapes
+/// `hidden_states: [1, 77, D]`; `text_embeds: [1, P]` (SDXL only)
+pub struct TextConditioning {
+    pub hidden_states: Tensor,
+    pub text_embeds: Option<Tensor>,
+}
+
+pub struct Pipeline {
+    pub source: ModelSource,
+    pub family: Family,
+    pub tokenizers: Vec<ClipTokenizer>,
+    pub text_encoders: Vec<ClipTextModel>,
+    pub unet: UNet,
+    pub vae: VaeEncoder,
+    pub scheduler_config: SchedulerConfig,
+    pub noise_schedule: NoiseSchedule,
+    pub options: LoadOptions,
+}
+
+fn note(options: &LoadOptions, what: &str, start: Instant) {
+    if options.progress {
+        eprintln!("[sdscope] loaded {what} in {:.1} s", start.elapsed().as_secs_f64());
+    }
+}
+
+/// Load the U-Net of a resolved model (with the Lightning weight override when the alias has one).
+pub fn load_unet(source: &ModelSource, options: &LoadOptions) -> Result<UNet> {
+    let start = Instant::now();
+    let dir = source.root.join("unet");
+    let config_path = dir.join("config.json");
+    let config: UNetConfig = read_json(&config_path)?;
+    let files = match &source.unet_override {
+        Some(file) => vec![file.clone()],
+        None => component_weights(&dir)?,
+    };
+    let weights = Weights::open(&files, options.dtype, options.device)?;
+    let unet = UNet::load(config, &config_path, &weights)?;
+    note(options, "unet", start);
+    Ok(unet)
+}
+
+/// Load the tokenizers (`tokenizer/`, and `tokenizer_2/` when present).
+pub fn load_tokenizers(root: &Path) -> Result<Vec<ClipTokenizer>> {
+    let mut out = vec![ClipTokenizer::from_dir(&root.join("tokenizer"))?];
+    if root.join("tokenizer_2").is_dir() {
+        out.push(ClipTokenizer::from_dir(&root.join("tokenizer_2"))?);
+    }
+    Ok(out)
+}
+
+fn load_text_encoder(dir: &Path, options: &LoadOptions) -> Result<ClipTextModel> {
+    let config_path = dir.join("config.json");
+    let config: ClipConfig = read_json(&config_path)?;
+    let weights = Weights::open(&component_weights(dir)?, options.dtype, options.device)?;
+    ClipTextModel::load(config, &config_path, &weights)
+}
+
+fn load_vae(dir: &Path, options: &LoadOptions) -> Result<VaeEncoder> {
+    let config_path = dir.join("config.json");
+    let config: VaeConfig = read_json(&config_path)?;
+    // SDXL's VAE overflows in fp16: diffusers keeps it in float32 (`force_upcast`).
+    let dtype = if config.force_upcast { Kind::Float } else { options.dtype };
+    let weights = Weights::open(&component_weights(dir)?, dtype, options.device)?;
+    VaeEncoder::load(config, &config_path, &weights)
+}
+
+/// Read the scheduler config, applying the alias' overrides (e.g. Lightning's trailing spacing).
+pub fn load_scheduler_config(source: &ModelSource) -> Result<(SchedulerConfig, PathBuf)> {
+    let path = source.root.join("scheduler").join("scheduler_config.json");
+    let mut config: SchedulerConfig = read_json(&path)?;
+    if let Some(alias) = source.alias {
+        if let Some(p) = alias.prediction_type {
+            config.prediction_type = p.to_string();
+        }
+        if let Some(s) = alias.timestep_spacing {
+            config.timestep_spacing = Some(s.to_string());
+        }
+    }
+    Ok((config, path))
+}
+
+impl Pipeline {
+    /// Load a model on the CPU in float32: a diffusers folder, a hub repo id, or an alias (`sd15`, `sdxl-turbo`).
+    pub fn load(model: &str) -> Result<Self> {
+        Self::load_with(model, LoadOptions::default())
+    }
+
+    pub fn load_with(model: &str, options: LoadOptions) -> Result<Self> {
+        let source = resolve(model)?;
+        let root = source.root.clone();
+        let family = if root.join("text_encoder_2").is_dir() { Family::Xl } else { Family::SingleEncoder };
+        let start = Instant::now();
+        let tokenizers = load_tokenizers(&root)?;
+        let mut text_encoders = vec![load_text_encoder(&root.join("text_encoder"), &options)?];
+        if family == Family::Xl {
+            text_encoders.push(load_text_encoder(&root.join("text_encoder_2"), &options)?);
+        }
+        if tokenizers.len() != text_encoders.len() {
+            return Err(Error::invalid(format!("model {}", root.display()), "needs one tokenizer folder per text encoder"));
+        }
+        note(&options, "tokenizers and text encoders", start);
+        let unet = load_unet(&source, &options)?;
+        let start = Instant::now();
+        let vae = load_vae(&root.join("vae"), &options)?;
+        note(&options, "vae encoder", start);
+        let (scheduler_config, path) = load_scheduler_config(&source)?;
+        let noise_schedule = NoiseSchedule::from_config(&scheduler_config, &path)?;
+        Ok(Self { source, family, tokenizers, text_encoders, unet, vae, scheduler_config, noise_schedule, options })
+    }
+
+    /// Every valid position of the U-Net, in module-tree order.
+    pub fn positions(&self) -> &[String] {
+        self.unet.positions()
+    }
+
+    /// Parse and validate positions; an unknown one is an error listing the valid ones.
+    pub fn resolve_positions<S: AsRef<str>>(&self, positions: &[S]) -> Result<Vec<String>> {
+        resolve_positions(self.unet.positions(), positions)
+    }
+
+    /// Token ids of a prompt for each tokenizer (77 each, padded and truncated).
+    pub fn tokenize(&self, prompt: &str) -> Result<Vec<Encoding>> {
+        self.tokenizers.iter().map(|t| t.encode(prompt)).collect()
+    }
+
+    /// Text conditioning as diffusers' `encode_prompt` computes it (no guidance).
+    pub fn encode_prompt(&self, prompt: &str) -> Result<TextConditioning> {
+        let _guard = tch::no_grad_guard();
+        let encodings = self.tokenize(prompt)?;
+        let ids = |e: &Encoding| Tensor::from_slice(&e.ids).f_unsqueeze(0);
+        match self.family {
+            Family::SingleEncoder => {
+                let out = self.text_encoders[0].forward(&ids(&encodings[0])?)?;
+                Ok(TextConditioning { hidden_states: out.last_hidden_state, text_embeds: None })
+            }
+            Family::Xl => {
+                let first = self.text_encoders[0].forward(&ids(&encodings[0])?)?;
+                let second = self.text_encoders[1].forward(&ids(&encodings[1])?)?;
+                let hidden_states = Tensor::f_cat(&[first.penultimate, second.penultimate], -1)?;
+                let text_embeds = second.text_embeds.ok_or_else(|| Error::invalid("text_encoder_2", "has no text_projection (SDXL needs CLIPTextModelWithProjection)"))?;
+                Ok(TextConditioning { hidden_states, text_embeds: Some(text_embeds) })
+            }
+        }
+    }
+
+    /// SDXL micro-conditioning `(H, W, 0, 0, H, W)` for an image of this size.
+    /// # Shapes
+    /// → `[1, 6]`
+    pub fn time_ids(&self, height: i64, width: i64) -> Result<Tensor> {
+        let ids = [height as f32, width as f32, 0.0, 0.0, height as f32, width as f32];
+        Ok(Tensor::from_slice(&ids).f_unsqueeze(0)?.f_to_device(self.options.device)?)
+    }
+}
+
+/// Normalize positions and check them against the valid list.
+pub fn resolve_positions<S: AsRef<str>>(valid: &[String], positions: &[S]) -> Result<Vec<String>> {
+    positions
+        .iter()
+        .map(|p| {
+            let canonical = normalize_position(p.as_ref())?;
+            if valid.iter().any(|v| *v == canonical) {
+                Ok(canonical)
+            } else {
+                Err(Error::UnknownPosition { given: p.as_ref().to_string(), valid: valid.to_vec() })
+            }
+        })
+        .collect()
+}
