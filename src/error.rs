@@ -62,7 +62,11 @@ pub enum Error {
     Torch(#[from] tch::TchError),
 
     #[error("I/O error on {}: {source}", path.display())]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     /// Internal signal: a forward pass stopped after the last requested position. Never returned to users.
     #[doc(hidden)]
@@ -78,7 +82,7 @@ impl Error {
         Error::Io { path: path.into(), source }
     }
 
-    pub(crate) fn invalid(what: impl Into<String>, why: impl Into<String>) -> Self {
+    pub fn invalid(what: impl Into<String>, why: impl Into<String>) -> Self {
         Error::InvalidArgument { what: what.into(), why: why.into() }
     }
 }

@@ -31,7 +31,14 @@ impl ExtractRequest {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self { positions: positions.into_iter().map(Into::into).collect(), timesteps: vec![50], seed: 42, prompt: String::new(), whole_pass: false, progress: true }
+        Self {
+            positions: positions.into_iter().map(Into::into).collect(),
+            timesteps: vec![50],
+            seed: 42,
+            prompt: String::new(),
+            whole_pass: false,
+            progress: true,
+        }
     }
 
     pub fn timestep(mut self, t: i64) -> Self {
@@ -94,11 +101,22 @@ impl Pipeline {
     }
 
     fn vae_dtype(&self) -> tch::Kind {
-        if self.vae.config.force_upcast { tch::Kind::Float } else { self.options.dtype }
+        if self.vae.config.force_upcast {
+            tch::Kind::Float
+        } else {
+            self.options.dtype
+        }
     }
 
     /// One U-Net pass with taps, on noisy latents at timestep `t`.
-    pub fn unet_pass(&self, noisy: &Tensor, t: i64, cond: &TextConditioning, size: (i64, i64), taps: &mut Taps) -> Result<Option<Tensor>> {
+    pub fn unet_pass(
+        &self,
+        noisy: &Tensor,
+        t: i64,
+        cond: &TextConditioning,
+        size: (i64, i64),
+        taps: &mut Taps,
+    ) -> Result<Option<Tensor>> {
         let _guard = tch::no_grad_guard();
         self.noise_schedule.check_timestep(t)?;
         let dtype = self.options.dtype;
@@ -129,9 +147,19 @@ impl Pipeline {
     }
 
     /// Extract representations of images already prepared (see [`crate::image_io::prepare_rgb`]).
-    pub fn extract_prepared(&self, request: &ExtractRequest, images: Vec<(String, PreparedImage)>) -> Result<Representations> {
+    pub fn extract_prepared(
+        &self,
+        request: &ExtractRequest,
+        images: Vec<(String, PreparedImage)>,
+    ) -> Result<Representations> {
         if request.positions.is_empty() {
-            return Err(Error::invalid("positions", format!("ask for at least one; e.g. `mid_block` or `up_blocks[1]` (valid: {})", self.positions().join(", "))));
+            return Err(Error::invalid(
+                "positions",
+                format!(
+                    "ask for at least one; e.g. `mid_block` or `up_blocks[1]` (valid: {})",
+                    self.positions().join(", ")
+                ),
+            ));
         }
         if request.timesteps.is_empty() {
             return Err(Error::invalid("timesteps", "ask for at least one timestep in 0..=999"));
@@ -146,7 +174,12 @@ impl Pipeline {
         for (i, (source, image)) in images.into_iter().enumerate() {
             if request.progress {
                 let note = image.resized_from.map(|(h, w)| format!(" (resized from {w}×{h})")).unwrap_or_default();
-                eprintln!("[sdscope] extracting image {}/{total}: {source} at {}×{}{note}", i + 1, image.size.1, image.size.0);
+                eprintln!(
+                    "[sdscope] extracting image {}/{total}: {source} at {}×{}{note}",
+                    i + 1,
+                    image.size.1,
+                    image.size.0
+                );
             }
             let seeded = self.seeded_latents(&image.pixels, request.seed)?;
             let mut per_step: BTreeMap<String, Vec<Tensor>> = BTreeMap::new();
@@ -156,11 +189,16 @@ impl Pipeline {
                 self.unet_pass(&noisy, t, &cond, image.size, &mut taps)?;
                 let mut captured = taps.into_captured();
                 for p in &positions {
-                    let t = captured.remove(p).ok_or_else(|| Error::invalid(format!("position `{p}`"), "was not reached in the forward pass"))?;
+                    let t = captured.remove(p).ok_or_else(|| {
+                        Error::invalid(format!("position `{p}`"), "was not reached in the forward pass")
+                    })?;
                     per_step.entry(p.clone()).or_default().push(t.f_get(0)?);
                 }
             }
-            let stacked = per_step.into_iter().map(|(p, ts)| Ok((p, Tensor::f_stack(&ts, 0)?))).collect::<Result<BTreeMap<_, _>>>()?;
+            let stacked = per_step
+                .into_iter()
+                .map(|(p, ts)| Ok((p, Tensor::f_stack(&ts, 0)?)))
+                .collect::<Result<BTreeMap<_, _>>>()?;
             out.push_image(ImageInfo { source, size: image.size, resized_from: image.resized_from }, stacked)?;
         }
         Ok(out)

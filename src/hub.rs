@@ -48,26 +48,13 @@ pub struct ModelSource {
 }
 
 /// Pipeline components sdscope loads, in load order; others (safety checker, ...) are ignored.
-pub const COMPONENTS: [&str; 7] = [
-    "unet",
-    "vae",
-    "text_encoder",
-    "text_encoder_2",
-    "tokenizer",
-    "tokenizer_2",
-    "scheduler",
-];
+pub const COMPONENTS: [&str; 7] =
+    ["unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"];
 
 const SDXL: &str = "stabilityai/stable-diffusion-xl-base-1.0";
 const LIGHTNING: &str = "ByteDance/SDXL-Lightning";
 
-const fn plain(
-    name: &'static str,
-    repo: &'static str,
-    steps: usize,
-    cfg: f64,
-    family: &'static str,
-) -> ModelAlias {
+const fn plain(name: &'static str, repo: &'static str, steps: usize, cfg: f64, family: &'static str) -> ModelAlias {
     let (unet_repo, unet_file, prediction_type, timestep_spacing) = (None, None, None, None);
     ModelAlias {
         name,
@@ -83,12 +70,7 @@ const fn plain(
 }
 
 /// SDXL base with an SDXL-Lightning U-Net: trailing timesteps, no guidance.
-const fn lightning(
-    name: &'static str,
-    file: &'static str,
-    steps: usize,
-    pred: Option<&'static str>,
-) -> ModelAlias {
+const fn lightning(name: &'static str, file: &'static str, steps: usize, pred: Option<&'static str>) -> ModelAlias {
     let (unet_repo, unet_file, timestep_spacing) = (Some(LIGHTNING), Some(file), Some("trailing"));
     ModelAlias {
         unet_repo,
@@ -141,9 +123,7 @@ pub fn cache_dir() -> PathBuf {
 }
 
 fn offline_from_env() -> bool {
-    let v = std::env::var("HF_HUB_OFFLINE")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let v = std::env::var("HF_HUB_OFFLINE").unwrap_or_default().to_ascii_lowercase();
     matches!(v.trim(), "1" | "true" | "yes" | "on")
 }
 
@@ -157,10 +137,7 @@ pub fn resolve(model: &str) -> Result<ModelSource> {
 }
 
 fn missing_file(path: impl Into<PathBuf>, hint: impl Into<String>) -> Error {
-    Error::MissingFile {
-        path: path.into(),
-        hint: Some(hint.into()),
-    }
+    Error::MissingFile { path: path.into(), hint: Some(hint.into()) }
 }
 
 fn resolve_in(model: &str, cache: &Path, offline: bool) -> Result<ModelSource> {
@@ -173,56 +150,32 @@ fn resolve_in(model: &str, cache: &Path, offline: bool) -> Result<ModelSource> {
             return Err(missing_file(index, hint));
         }
         let root = path.to_path_buf();
-        return Ok(ModelSource {
-            root,
-            repo: None,
-            alias: None,
-            unet_override: None,
-        });
+        return Ok(ModelSource { root, repo: None, alias: None, unet_override: None });
     } else if path.is_file() {
         let why = "this is a file; pass a diffusers pipeline folder, an alias or a hub repo id";
         return Err(Error::invalid(format!("--model {model}"), why));
     } else if let Some(alias) = find_alias(model) {
         (alias.repo, Some(alias))
-    } else if model.starts_with(['/', '.', '~'])
-        || model.contains('\\')
-        || model.matches('/').count() > 1
-    {
-        let hint =
-            "no such folder; pass a diffusers folder, an alias, or an `owner/name` hub repo id";
+    } else if model.starts_with(['/', '.', '~']) || model.contains('\\') || model.matches('/').count() > 1 {
+        let hint = "no such folder; pass a diffusers folder, an alias, or an `owner/name` hub repo id";
         return Err(missing_file(path, hint));
     } else if is_repo_id(model) {
-        (
-            model,
-            ALIASES
-                .iter()
-                .find(|a| a.repo == model && a.unet_repo.is_none()),
-        )
+        (model, ALIASES.iter().find(|a| a.repo == model && a.unet_repo.is_none()))
     } else {
         let known = ALIASES.iter().map(|a| a.name.to_string()).collect();
-        return Err(Error::UnknownModel {
-            given: model.into(),
-            known,
-        });
+        return Err(Error::UnknownModel { given: model.into(), known });
     };
     let root = fetch_pipeline(repo, cache, offline)?;
     let unet_override = match alias.and_then(|a| a.unet_repo.zip(a.unet_file)) {
         Some((unet_repo, file)) => Some(fetch_file(unet_repo, file, cache, offline)?),
         None => None,
     };
-    Ok(ModelSource {
-        root,
-        repo: Some(repo.into()),
-        alias,
-        unet_override,
-    })
+    Ok(ModelSource { root, repo: Some(repo.into()), alias, unet_override })
 }
 
 fn is_repo_id(s: &str) -> bool {
     let part = |p: &str| {
-        let chars_ok = p
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let chars_ok = p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         chars_ok && !p.is_empty() && p != "." && p != ".."
     };
     matches!(s.split_once('/'), Some((owner, name)) if part(owner) && part(name))
@@ -243,29 +196,19 @@ fn cached_snapshot(cache: &Path, repo: &str, probe: &str) -> Option<PathBuf> {
         }
     }
     let entries = std::fs::read_dir(dir.join("snapshots")).ok()?;
-    let snaps = entries
-        .filter_map(|e| Some(e.ok()?.path()))
-        .filter(|p| p.join(probe).exists());
+    let snaps = entries.filter_map(|e| Some(e.ok()?.path())).filter(|p| p.join(probe).exists());
     snaps.max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
 }
 
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let bad = |e: serde_json::Error| Error::BadConfig {
-        path: path.into(),
-        why: e.to_string(),
-    };
+    let bad = |e: serde_json::Error| Error::BadConfig { path: path.into(), why: e.to_string() };
     serde_json::from_str(&text).map_err(bad)
 }
 
 /// Components of `COMPONENTS` that `model_index.json` lists with a non-null class.
 fn components(index: &Value) -> Vec<&'static str> {
-    let listed = |c: &str| {
-        index
-            .get(c)
-            .and_then(|v| v.get(1))
-            .is_some_and(Value::is_string)
-    };
+    let listed = |c: &str| index.get(c).and_then(|v| v.get(1)).is_some_and(Value::is_string);
     COMPONENTS.into_iter().filter(|c| listed(c)).collect()
 }
 
@@ -282,10 +225,7 @@ fn fixed_files(comp: &str) -> Vec<(String, bool)> {
         ],
         _ => &[("config.json", true)],
     };
-    names
-        .iter()
-        .map(|(n, req)| (format!("{comp}/{n}"), *req))
-        .collect()
+    names.iter().map(|(n, req)| (format!("{comp}/{n}"), *req)).collect()
 }
 
 fn has_weights(comp: &str) -> bool {
@@ -307,10 +247,7 @@ const WEIGHT_NAMES: [&str; 8] = [
 const PICKLE_EXTS: [&str; 4] = [".bin", ".ckpt", ".pt", ".pth"];
 
 fn choose_weights(comp: &str, has: impl Fn(&str) -> bool) -> Option<String> {
-    WEIGHT_NAMES
-        .iter()
-        .map(|n| format!("{comp}/{n}"))
-        .find(|f| has(f))
+    WEIGHT_NAMES.iter().map(|n| format!("{comp}/{n}")).find(|f| has(f))
 }
 
 fn default_weights(comp: &str) -> String {
@@ -325,20 +262,11 @@ fn shard_names(index_file: &Path) -> Result<Vec<String>> {
     let map = index.get("weight_map").and_then(Value::as_object);
     let names: Option<BTreeSet<String>> = map.and_then(|m| {
         let ok = |n: &&str| !n.contains(['/', '\\']) && n.ends_with(".safetensors");
-        m.values()
-            .map(|v| v.as_str().filter(ok).map(String::from))
-            .collect()
+        m.values().map(|v| v.as_str().filter(ok).map(String::from)).collect()
     });
     let why = "expected a `weight_map` of tensor names to .safetensors files in the same folder";
-    let bad = || Error::BadConfig {
-        path: index_file.into(),
-        why: why.into(),
-    };
-    Ok(names
-        .filter(|n| !n.is_empty())
-        .ok_or_else(bad)?
-        .into_iter()
-        .collect())
+    let bad = || Error::BadConfig { path: index_file.into(), why: why.into() };
+    Ok(names.filter(|n| !n.is_empty()).ok_or_else(bad)?.into_iter().collect())
 }
 
 /// The safetensors weight file(s) of a component folder (e.g. `<root>/unet`): the plain file,
@@ -352,37 +280,19 @@ pub fn component_weights(dir: &Path) -> Result<Vec<PathBuf>> {
         }
         let shards: Vec<PathBuf> = shard_names(&file)?.iter().map(|s| dir.join(s)).collect();
         if let Some(absent) = shards.iter().find(|s| !s.is_file()) {
-            return Err(missing_file(
-                absent,
-                format!("listed in {}", file.display()),
-            ));
+            return Err(missing_file(absent, format!("listed in {}", file.display())));
         }
         return Ok(shards);
     }
-    let entries = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok());
+    let entries = std::fs::read_dir(dir).into_iter().flatten().filter_map(|e| e.ok());
     let names = entries.filter_map(|e| e.file_name().into_string().ok());
-    let mut pickles: Vec<String> = names
-        .filter(|n| PICKLE_EXTS.iter().any(|x| n.ends_with(x)))
-        .collect();
+    let mut pickles: Vec<String> = names.filter(|n| PICKLE_EXTS.iter().any(|x| n.ends_with(x))).collect();
     pickles.sort();
     if let Some(name) = pickles.first() {
-        let kind = format!(
-            "PyTorch {} checkpoint",
-            &name[name.rfind('.').unwrap_or(0)..]
-        );
-        return Err(Error::PickleRefused {
-            path: dir.join(name),
-            kind,
-        });
+        let kind = format!("PyTorch {} checkpoint", &name[name.rfind('.').unwrap_or(0)..]);
+        return Err(Error::PickleRefused { path: dir.join(name), kind });
     }
-    let hint = format!(
-        "looked for {} in {}",
-        WEIGHT_NAMES.join(", "),
-        dir.display()
-    );
+    let hint = format!("looked for {} in {}", WEIGHT_NAMES.join(", "), dir.display());
     Err(missing_file(dir.join(WEIGHT_NAMES[0]), hint))
 }
 
@@ -392,18 +302,14 @@ fn missing_in(snap: &Path) -> Result<Vec<String>> {
     let has = |f: &str| snap.join(f).exists();
     let mut missing = Vec::new();
     for comp in components(&index) {
-        let absent = fixed_files(comp)
-            .into_iter()
-            .filter(|(f, req)| *req && !has(f));
+        let absent = fixed_files(comp).into_iter().filter(|(f, req)| *req && !has(f));
         missing.extend(absent.map(|(f, _)| f));
         if !has_weights(comp) {
             continue;
         }
         match choose_weights(comp, has) {
             Some(w) if w.ends_with(".json") => {
-                let shards = shard_names(&snap.join(&w))?
-                    .into_iter()
-                    .map(|s| format!("{comp}/{s}"));
+                let shards = shard_names(&snap.join(&w))?.into_iter().map(|s| format!("{comp}/{s}"));
                 missing.extend(shards.filter(|f| !has(f)));
             }
             Some(_) => {}
@@ -482,10 +388,7 @@ fn api_repo(repo: &str, cache: &Path) -> std::result::Result<ApiRepo, ApiError> 
     if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
         builder = builder.with_endpoint(endpoint.trim_end_matches('/').into());
     }
-    if let Some(token) = std::env::var("HF_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty())
-    {
+    if let Some(token) = std::env::var("HF_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
         builder = builder.with_token(Some(token.trim().into()));
     }
     Ok(builder.build()?.model(repo.into()))
@@ -494,18 +397,12 @@ fn api_repo(repo: &str, cache: &Path) -> std::result::Result<ApiRepo, ApiError> 
 /// Maps a hub failure: HTTP 401/403/404 are the repo's fault, anything else means "unreachable".
 fn hub_failure(repo: &str, err: ApiError, fail: &dyn Fn(String) -> Error) -> Error {
     let why = err.to_string();
-    if ["401", "403", "404"]
-        .iter()
-        .any(|code| why.contains(&format!("status code {code}")))
-    {
+    if ["401", "403", "404"].iter().any(|code| why.contains(&format!("status code {code}"))) {
         let why = format!(
             "{why}: no such repo or file, or it is private or gated (check the id; \
             for a gated repo accept its license on huggingface.co and set HF_TOKEN)"
         );
-        return Error::Hub {
-            repo: repo.into(),
-            why,
-        };
+        return Error::Hub { repo: repo.into(), why };
     }
     fail(why)
 }
@@ -530,15 +427,9 @@ impl Progress for Announce<'_> {
     fn finish(&mut self) {}
 }
 
-fn download(
-    api: &ApiRepo,
-    repo: &str,
-    file: &str,
-    fail: &dyn Fn(String) -> Error,
-) -> Result<PathBuf> {
+fn download(api: &ApiRepo, repo: &str, file: &str, fail: &dyn Fn(String) -> Error) -> Result<PathBuf> {
     let announce = Announce(repo, false);
-    api.download_with_progress(file, announce)
-        .map_err(|e| hub_failure(repo, e, fail))
+    api.download_with_progress(file, announce).map_err(|e| hub_failure(repo, e, fail))
 }
 
 /// Downloads what the pipeline needs into the snapshot of the repo's current `main` commit.
@@ -551,14 +442,9 @@ fn download_pipeline(repo: &str, cache: &Path, fail: &dyn Fn(String) -> Error) -
         true => Ok(()),
         false => download(&api, repo, f, fail).map(drop),
     };
-    let hub = |why: String| Error::Hub {
-        repo: repo.into(),
-        why,
-    };
+    let hub = |why: String| Error::Hub { repo: repo.into(), why };
     if !listed.contains("model_index.json") {
-        return Err(hub(
-            "the repo has no model_index.json: it is not a diffusers pipeline".into(),
-        ));
+        return Err(hub("the repo has no model_index.json: it is not a diffusers pipeline".into()));
     }
     get("model_index.json")?;
     for comp in components(&read_json(&snap.join("model_index.json"))?) {
@@ -566,9 +452,7 @@ fn download_pipeline(repo: &str, cache: &Path, fail: &dyn Fn(String) -> Error) -
             if listed.contains(&f) {
                 get(&f)?;
             } else if required {
-                return Err(hub(format!(
-                    "the repo has no {f}, which a diffusers pipeline needs"
-                )));
+                return Err(hub(format!("the repo has no {f}, which a diffusers pipeline needs")));
             }
         }
         if !has_weights(comp) {
@@ -577,13 +461,9 @@ fn download_pipeline(repo: &str, cache: &Path, fail: &dyn Fn(String) -> Error) -
         let local = choose_weights(comp, |f| snap.join(f).exists());
         let Some(w) = local.or_else(|| choose_weights(comp, |f| listed.contains(f))) else {
             let prefix = format!("{comp}/");
-            let pickle = listed
-                .iter()
-                .find(|f| f.starts_with(&prefix) && PICKLE_EXTS.iter().any(|x| f.ends_with(x)));
+            let pickle = listed.iter().find(|f| f.starts_with(&prefix) && PICKLE_EXTS.iter().any(|x| f.ends_with(x)));
             return Err(hub(match pickle {
-                Some(p) => format!(
-                    "{comp} weights exist only as pickle ({p}); sdscope loads only .safetensors"
-                ),
+                Some(p) => format!("{comp} weights exist only as pickle ({p}); sdscope loads only .safetensors"),
                 None => format!("no {comp} weights ({}) in the repo", default_weights(comp)),
             }));
         };
@@ -624,16 +504,15 @@ mod tests {
         std::fs::create_dir_all(dir.join("refs")).unwrap();
         std::fs::write(dir.join("refs/main"), "abc123\n").unwrap();
         let snap = dir.join("snapshots/abc123");
-        touch(&snap, "unet/config.json unet/u-1.safetensors unet/u-2.safetensors vae/config.json \
+        touch(
+            &snap,
+            "unet/config.json unet/u-1.safetensors unet/u-2.safetensors vae/config.json \
             vae/diffusion_pytorch_model.fp16.safetensors text_encoder/config.json text_encoder/model.safetensors \
             tokenizer/vocab.json tokenizer/merges.txt tokenizer/tokenizer_config.json \
-            tokenizer/special_tokens_map.json scheduler/scheduler_config.json");
+            tokenizer/special_tokens_map.json scheduler/scheduler_config.json",
+        );
         let shards = r#"{"weight_map": {"a": "u-1.safetensors", "b": "u-2.safetensors", "c": "u-1.safetensors"}}"#;
-        std::fs::write(
-            snap.join("unet/diffusion_pytorch_model.safetensors.index.json"),
-            shards,
-        )
-        .unwrap();
+        std::fs::write(snap.join("unet/diffusion_pytorch_model.safetensors.index.json"), shards).unwrap();
         let index = r#"{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
             "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
             "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "PNDMScheduler"],
@@ -644,44 +523,19 @@ mod tests {
 
     #[test]
     fn aliases_match_loosely() {
-        let pairs = [
-            ("SD15", "sd1.5"),
-            ("sd-1.5", "sd1.5"),
-            ("SDXL_Turbo", "sdxl-turbo"),
-            ("SD21", "sd2.1"),
-        ];
-        for (given, name) in pairs
-            .into_iter()
-            .chain([("sdxl lightning 4step", "sdxl-lightning-4step")])
-        {
+        let pairs = [("SD15", "sd1.5"), ("sd-1.5", "sd1.5"), ("SDXL_Turbo", "sdxl-turbo"), ("SD21", "sd2.1")];
+        for (given, name) in pairs.into_iter().chain([("sdxl lightning 4step", "sdxl-lightning-4step")]) {
             assert_eq!(find_alias(given).map(|a| a.name), Some(name), "{given}");
         }
-        assert_eq!(
-            find_alias("sd2.1-base").unwrap().repo,
-            "stabilityai/stable-diffusion-2-1-base"
-        );
+        assert_eq!(find_alias("sd2.1-base").unwrap().repo, "stabilityai/stable-diffusion-2-1-base");
         assert!(find_alias("sd3").is_none());
         let one = find_alias("sdxl-lightning-1step").unwrap();
-        assert_eq!(
-            (one.prediction_type, one.timestep_spacing),
-            (Some("sample"), Some("trailing"))
-        );
-        assert_eq!(
-            (one.unet_repo, one.default_steps, one.default_guidance),
-            (Some(LIGHTNING), 1, 0.0)
-        );
-        assert_eq!(
-            find_alias("sdxl-lightning-8step").unwrap().prediction_type,
-            None
-        );
+        assert_eq!((one.prediction_type, one.timestep_spacing), (Some("sample"), Some("trailing")));
+        assert_eq!((one.unet_repo, one.default_steps, one.default_guidance), (Some(LIGHTNING), 1, 0.0));
+        assert_eq!(find_alias("sdxl-lightning-8step").unwrap().prediction_type, None);
         let sdxl = find_alias("sdxl").unwrap();
-        assert_eq!(
-            (sdxl.unet_repo, sdxl.timestep_spacing, sdxl.default_guidance),
-            (None, None, 5.0)
-        );
-        assert!(
-            is_repo_id("stabilityai/sdxl-turbo") && !is_repo_id("a b/c") && !is_repo_id("sdxl")
-        );
+        assert_eq!((sdxl.unet_repo, sdxl.timestep_spacing, sdxl.default_guidance), (None, None, 5.0));
+        assert!(is_repo_id("stabilityai/sdxl-turbo") && !is_repo_id("a b/c") && !is_repo_id("sdxl"));
     }
 
     #[test]
@@ -690,17 +544,11 @@ mod tests {
         match resolve_in("no such model", &cache, true) {
             Err(Error::UnknownModel { given, known }) => {
                 assert_eq!(given, "no such model");
-                assert!(
-                    known.iter().any(|k| k == "sd1.5")
-                        && known.iter().any(|k| k == "sdxl-lightning-8step")
-                );
+                assert!(known.iter().any(|k| k == "sd1.5") && known.iter().any(|k| k == "sdxl-lightning-8step"));
             }
             other => panic!("expected UnknownModel, got {other:?}"),
         }
-        assert!(matches!(
-            resolve_in("./nope/here", &cache, true),
-            Err(Error::MissingFile { .. })
-        ));
+        assert!(matches!(resolve_in("./nope/here", &cache, true), Err(Error::MissingFile { .. })));
         std::fs::remove_dir_all(cache).ok();
     }
 
@@ -712,20 +560,11 @@ mod tests {
         assert_eq!((&src.root, src.repo.as_deref()), (&snap, Some("acme/tiny")));
         assert!(src.alias.is_none() && src.unet_override.is_none());
         let shards = component_weights(&src.root.join("unet")).unwrap();
-        assert_eq!(
-            shards,
-            vec![
-                snap.join("unet/u-1.safetensors"),
-                snap.join("unet/u-2.safetensors")
-            ]
-        );
+        assert_eq!(shards, vec![snap.join("unet/u-1.safetensors"), snap.join("unet/u-2.safetensors")]);
         // The snapshot is also a valid local folder; a folder without model_index.json is not.
         let local = resolve_in(snap.to_str().unwrap(), &cache, true).unwrap();
         assert_eq!((local.root, local.repo), (snap.clone(), None));
-        assert!(matches!(
-            resolve_in(cache.to_str().unwrap(), &cache, true),
-            Err(Error::MissingFile { .. })
-        ));
+        assert!(matches!(resolve_in(cache.to_str().unwrap(), &cache, true), Err(Error::MissingFile { .. })));
         std::fs::remove_dir_all(cache).ok();
     }
 
@@ -736,32 +575,11 @@ mod tests {
         std::fs::remove_file(snap.join("vae/diffusion_pytorch_model.fp16.safetensors")).unwrap();
         std::fs::remove_file(snap.join("unet/u-2.safetensors")).unwrap();
         match resolve_in("acme/tiny", &cache, true) {
-            Err(Error::ModelNotCached {
-                repo,
-                missing,
-                fetch,
-                cache: c,
-                ..
-            }) => {
-                assert_eq!(
-                    (repo.as_str(), c),
-                    ("acme/tiny", cache.display().to_string())
-                );
-                assert_eq!(
-                    missing,
-                    [
-                        "unet/u-2.safetensors",
-                        "vae/diffusion_pytorch_model.safetensors"
-                    ]
-                );
-                assert!(fetch.starts_with(
-                    "huggingface-cli download acme/tiny --include \"model_index.json\""
-                ));
-                assert!(
-                    fetch.contains("\"unet/*\"")
-                        && fetch.contains("\"*.bin\"")
-                        && fetch.contains("HF_HOME")
-                );
+            Err(Error::ModelNotCached { repo, missing, fetch, cache: c, .. }) => {
+                assert_eq!((repo.as_str(), c), ("acme/tiny", cache.display().to_string()));
+                assert_eq!(missing, ["unet/u-2.safetensors", "vae/diffusion_pytorch_model.safetensors"]);
+                assert!(fetch.starts_with("huggingface-cli download acme/tiny --include \"model_index.json\""));
+                assert!(fetch.contains("\"unet/*\"") && fetch.contains("\"*.bin\"") && fetch.contains("HF_HOME"));
             }
             other => panic!("expected ModelNotCached, got {other:?}"),
         }
@@ -777,80 +595,40 @@ mod tests {
         let cache = scratch("lightning");
         let snap = fake_repo(&cache, SDXL);
         match resolve_in("SDXL-Lightning-4step", &cache, true) {
-            Err(Error::ModelNotCached {
-                repo,
-                missing,
-                fetch,
-                ..
-            }) => {
-                assert_eq!(
-                    (repo.as_str(), missing),
-                    (
-                        LIGHTNING,
-                        vec!["sdxl_lightning_4step_unet.safetensors".into()]
-                    )
-                );
-                assert!(fetch.starts_with(
-                    "huggingface-cli download ByteDance/SDXL-Lightning sdxl_lightning_4step"
-                ));
+            Err(Error::ModelNotCached { repo, missing, fetch, .. }) => {
+                assert_eq!((repo.as_str(), missing), (LIGHTNING, vec!["sdxl_lightning_4step_unet.safetensors".into()]));
+                assert!(fetch.starts_with("huggingface-cli download ByteDance/SDXL-Lightning sdxl_lightning_4step"));
             }
             other => panic!("expected ModelNotCached, got {other:?}"),
         }
         let light = repo_dir(&cache, LIGHTNING);
         std::fs::create_dir_all(light.join("refs")).unwrap();
         std::fs::write(light.join("refs/main"), "def456").unwrap();
-        touch(
-            &light.join("snapshots/def456"),
-            "sdxl_lightning_4step_unet.safetensors",
-        );
+        touch(&light.join("snapshots/def456"), "sdxl_lightning_4step_unet.safetensors");
         let src = resolve_in("sdxl-lightning-4step", &cache, true).unwrap();
         assert_eq!(src.root, snap);
         let file = light.join("snapshots/def456/sdxl_lightning_4step_unet.safetensors");
-        assert_eq!(
-            (src.unet_override, src.alias.map(|a| a.default_steps)),
-            (Some(file), Some(4))
-        );
+        assert_eq!((src.unet_override, src.alias.map(|a| a.default_steps)), (Some(file), Some(4)));
         // A repo id equal to a plain alias's repo picks up that alias's defaults.
-        assert_eq!(
-            resolve_in(SDXL, &cache, true)
-                .unwrap()
-                .alias
-                .map(|a| a.name),
-            Some("sdxl")
-        );
+        assert_eq!(resolve_in(SDXL, &cache, true).unwrap().alias.map(|a| a.name), Some("sdxl"));
         std::fs::remove_dir_all(cache).ok();
     }
 
     #[test]
     fn component_weights_choice() {
         let dir = scratch("weights");
-        assert!(matches!(
-            component_weights(&dir),
-            Err(Error::MissingFile { .. })
-        ));
+        assert!(matches!(component_weights(&dir), Err(Error::MissingFile { .. })));
         touch(&dir, "diffusion_pytorch_model.bin");
         match component_weights(&dir) {
             Err(Error::PickleRefused { path, kind }) => {
-                assert_eq!(
-                    (path, kind.as_str()),
-                    (
-                        dir.join("diffusion_pytorch_model.bin"),
-                        "PyTorch .bin checkpoint"
-                    )
-                );
+                assert_eq!((path, kind.as_str()), (dir.join("diffusion_pytorch_model.bin"), "PyTorch .bin checkpoint"));
             }
             other => panic!("expected PickleRefused, got {other:?}"),
         }
         touch(&dir, "diffusion_pytorch_model.fp16.safetensors");
-        assert_eq!(
-            component_weights(&dir).unwrap(),
-            [dir.join("diffusion_pytorch_model.fp16.safetensors")]
-        );
+        assert_eq!(component_weights(&dir).unwrap(), [dir.join("diffusion_pytorch_model.fp16.safetensors")]);
         touch(&dir, "diffusion_pytorch_model.safetensors");
-        assert_eq!(
-            component_weights(&dir).unwrap(),
-            [dir.join("diffusion_pytorch_model.safetensors")]
-        );
+        assert_eq!(component_weights(&dir).unwrap(), [dir.join("diffusion_pytorch_model.safetensors")]);
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -20,7 +20,9 @@ pub struct PreparedImage {
 /// nearest smaller multiple (Lanczos resampling, like diffusers).
 pub fn load_image(path: &Path, multiple: u32) -> Result<PreparedImage> {
     let img = image::open(path).map_err(|e| match e {
-        image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::NotFound => Error::MissingFile { path: path.to_path_buf(), hint: None },
+        image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::NotFound => {
+            Error::MissingFile { path: path.to_path_buf(), hint: None }
+        }
         other => Error::BadImage { path: path.to_path_buf(), why: other.to_string() },
     })?;
     let rgb = img.to_rgb8();

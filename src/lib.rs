@@ -9,6 +9,7 @@
 //! # Ok::<(), sdscope::Error>(())
 //! ```
 
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod hub;

@@ -1,4 +1,87 @@
-fn main() {
-    let t = tch::Tensor::randn([2, 3], (tch::Kind::Float, tch::Device::Cpu));
-    t.print();
+//! The `sdscope` command line: the engine's batch interface.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod cli;
+
+#[derive(Parser)]
+#[command(
+    name = "sdscope",
+    version,
+    about = "Look inside Stable Diffusion models: positions, tokens, representations."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every valid U-Net position with its output shape (batch dimension removed) for a SIZE×SIZE input.
+    Positions {
+        /// A diffusers folder, a hub repo id, or an alias (sd15, sdxl-turbo, …).
+        #[arg(long)]
+        model: String,
+        /// Image side in pixels the shapes are computed for.
+        #[arg(long, default_value_t = 512)]
+        size: i64,
+    },
+    /// Tokenize a prompt with each of the model's tokenizers.
+    Tokens {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        prompt: String,
+        /// Print a JSON array, one {"ids", "tokens"} object per tokenizer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Extract representations of one image at the given positions and write them as safetensors.
+    Extract {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        image: PathBuf,
+        /// Comma-separated positions, e.g. `mid_block,up_blocks[1]`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        positions: Vec<String>,
+        /// Noise timestep in 0..=999.
+        #[arg(long, default_value_t = 50)]
+        timestep: i64,
+        #[arg(long, default_value_t = 42)]
+        seed: i64,
+        #[arg(long, default_value = "")]
+        prompt: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Run the whole U-Net instead of stopping after the last requested position.
+        #[arg(long)]
+        whole_pass: bool,
+    },
+    /// Time extraction against diffusers on a random-weight SD1.5-architecture pipeline.
+    Bench(cli::BenchArgs),
+    #[command(hide = true)]
+    BenchWorker(cli::BenchWorkerArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Positions { model, size } => cli::positions(&model, size),
+        Command::Tokens { model, prompt, json } => cli::tokens(&model, &prompt, json),
+        Command::Extract { model, image, positions, timestep, seed, prompt, out, whole_pass } => {
+            cli::extract(&cli::ExtractArgs { model, image, positions, timestep, seed, prompt, out, whole_pass })
+        }
+        Command::Bench(args) => cli::bench(&args),
+        Command::BenchWorker(args) => cli::bench_worker(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -137,7 +137,10 @@ impl Pipeline {
             text_encoders.push(load_text_encoder(&root.join("text_encoder_2"), &options)?);
         }
         if tokenizers.len() != text_encoders.len() {
-            return Err(Error::invalid(format!("model {}", root.display()), "needs one tokenizer folder per text encoder"));
+            return Err(Error::invalid(
+                format!("model {}", root.display()),
+                "needs one tokenizer folder per text encoder",
+            ));
         }
         note(&options, "tokenizers and text encoders", start);
         let unet = load_unet(&source, &options)?;
@@ -178,7 +181,9 @@ impl Pipeline {
                 let first = self.text_encoders[0].forward(&ids(&encodings[0])?)?;
                 let second = self.text_encoders[1].forward(&ids(&encodings[1])?)?;
                 let hidden_states = Tensor::f_cat(&[first.penultimate, second.penultimate], -1)?;
-                let text_embeds = second.text_embeds.ok_or_else(|| Error::invalid("text_encoder_2", "has no text_projection (SDXL needs CLIPTextModelWithProjection)"))?;
+                let text_embeds = second.text_embeds.ok_or_else(|| {
+                    Error::invalid("text_encoder_2", "has no text_projection (SDXL needs CLIPTextModelWithProjection)")
+                })?;
                 Ok(TextConditioning { hidden_states, text_embeds: Some(text_embeds) })
             }
         }
@@ -199,7 +204,7 @@ pub fn resolve_positions<S: AsRef<str>>(valid: &[String], positions: &[S]) -> Re
         .iter()
         .map(|p| {
             let canonical = normalize_position(p.as_ref())?;
-            if valid.iter().any(|v| *v == canonical) {
+            if valid.contains(&canonical) {
                 Ok(canonical)
             } else {
                 Err(Error::UnknownPosition { given: p.as_ref().to_string(), valid: valid.to_vec() })

@@ -39,7 +39,9 @@ impl Representations {
     /// Add one image's captures: position → `[T, ..native]`.
     pub(crate) fn push_image(&mut self, info: ImageInfo, mut per_position: BTreeMap<String, Tensor>) -> Result<()> {
         for p in &self.positions {
-            let t = per_position.remove(p).ok_or_else(|| Error::invalid("representations", format!("no capture for `{p}`")))?;
+            let t = per_position
+                .remove(p)
+                .ok_or_else(|| Error::invalid("representations", format!("no capture for `{p}`")))?;
             self.data.get_mut(p).expect("positions and data share keys").push(t);
         }
         self.images.push(info);
@@ -64,14 +66,19 @@ impl Representations {
 
     fn step_index(&self, step: i64) -> Result<usize> {
         self.timesteps.iter().position(|&t| t == step).ok_or_else(|| {
-            Error::invalid(format!("timestep {step}"), format!("not among the extracted timesteps {:?}", self.timesteps))
+            Error::invalid(
+                format!("timestep {step}"),
+                format!("not among the extracted timesteps {:?}", self.timesteps),
+            )
         })
     }
 
     /// One image's representation at a position: `[T, ..native]`.
     pub fn image(&self, position: &str, image: usize) -> Result<&Tensor> {
         let per_image = self.data.get(position).ok_or_else(|| self.unknown(position))?;
-        per_image.get(image).ok_or_else(|| Error::invalid(format!("image {image}"), format!("there are {} images", per_image.len())))
+        per_image
+            .get(image)
+            .ok_or_else(|| Error::invalid(format!("image {image}"), format!("there are {} images", per_image.len())))
     }
 
     /// All images at a position: `[N, T, ..native]` (images must share a size).
@@ -79,7 +86,10 @@ impl Representations {
         let per_image = self.data.get(position).ok_or_else(|| self.unknown(position))?;
         let shapes: Vec<Vec<i64>> = per_image.iter().map(|t| t.size()).collect();
         if shapes.windows(2).any(|w| w[0] != w[1]) {
-            return Err(Error::Shape { context: format!("stacking `{position}`"), why: format!("images have different shapes {shapes:?}; use `image(position, i)`") });
+            return Err(Error::Shape {
+                context: format!("stacking `{position}`"),
+                why: format!("images have different shapes {shapes:?}; use `image(position, i)`"),
+            });
         }
         Ok(Tensor::f_stack(per_image, 0)?)
     }
@@ -93,7 +103,8 @@ impl Representations {
         for p in positions {
             let p = p.as_ref();
             let per_image = self.data.get(p).ok_or_else(|| self.unknown(p))?;
-            let picked = per_image.iter().map(|t| t.f_index_select(0, &index)).collect::<std::result::Result<Vec<_>, _>>()?;
+            let picked =
+                per_image.iter().map(|t| t.f_index_select(0, &index)).collect::<std::result::Result<Vec<_>, _>>()?;
             data.insert(p.to_string(), picked);
             names.push(p.to_string());
         }
@@ -114,7 +125,12 @@ impl Representations {
                 .collect::<Result<Vec<_>>>()?;
             data.insert(p.clone(), reduced);
         }
-        Ok(Self { positions: self.positions.clone(), timesteps: self.timesteps.clone(), images: self.images.clone(), data })
+        Ok(Self {
+            positions: self.positions.clone(),
+            timesteps: self.timesteps.clone(),
+            images: self.images.clone(),
+            data,
+        })
     }
 
     /// All spatial positions of one image on the largest grid: each map nearest-upsampled by an integer factor,
@@ -122,9 +138,13 @@ impl Representations {
     /// # Shapes
     /// → `[Σ_positions T·C, H_max, W_max]`, positions in order, timestep-major within a position.
     pub fn concat(&self, image: usize) -> Result<Tensor> {
-        let maps: Vec<(&String, &Tensor)> = self.positions.iter().map(|p| Ok((p, self.image(p, image)?))).collect::<Result<_>>()?;
+        let maps: Vec<(&String, &Tensor)> =
+            self.positions.iter().map(|p| Ok((p, self.image(p, image)?))).collect::<Result<_>>()?;
         if let Some((p, t)) = maps.iter().find(|(_, t)| t.dim() != 4) {
-            return Err(Error::Shape { context: "concat".into(), why: format!("`{p}` has shape {:?}; only [T, C, h, w] maps can be concatenated", t.size()) });
+            return Err(Error::Shape {
+                context: "concat".into(),
+                why: format!("`{p}` has shape {:?}; only [T, C, h, w] maps can be concatenated", t.size()),
+            });
         }
         let h_max = maps.iter().map(|(_, t)| t.size()[2]).max().unwrap_or(0);
         let w_max = maps.iter().map(|(_, t)| t.size()[3]).max().unwrap_or(0);
@@ -142,7 +162,11 @@ impl Representations {
 
     /// One image's representation at one timestep as an `ndarray` (float32, native shape).
     pub fn to_ndarray(&self, position: &str, image: usize, step: i64) -> Result<ndarray::ArrayD<f32>> {
-        let t = self.image(position, image)?.f_get(self.step_index(step)? as i64)?.f_to_kind(Kind::Float)?.f_contiguous()?;
+        let t = self
+            .image(position, image)?
+            .f_get(self.step_index(step)? as i64)?
+            .f_to_kind(Kind::Float)?
+            .f_contiguous()?;
         let array: ndarray::ArrayD<f32> = (&t).try_into()?;
         Ok(array)
     }
@@ -162,7 +186,11 @@ impl Representations {
             }
         }
         let mut meta = std::collections::HashMap::new();
-        meta.insert("sdscope".to_string(), serde_json::json!({"positions": self.positions, "timesteps": self.timesteps, "images": self.images}).to_string());
+        meta.insert(
+            "sdscope".to_string(),
+            serde_json::json!({"positions": self.positions, "timesteps": self.timesteps, "images": self.images})
+                .to_string(),
+        );
         tensor_io::save(path, &tensors, Some(meta))
     }
 
@@ -170,7 +198,9 @@ impl Representations {
     pub fn load(path: &Path) -> Result<Self> {
         let (tensors, meta) = tensor_io::load(path)?;
         let bad = |why: &str| Error::BadSafetensors { path: PathBuf::from(path), why: why.to_string() };
-        let info: serde_json::Value = serde_json::from_str(meta.get("sdscope").ok_or_else(|| bad("no sdscope metadata (not written by Representations::save)"))?)?;
+        let info: serde_json::Value = serde_json::from_str(
+            meta.get("sdscope").ok_or_else(|| bad("no sdscope metadata (not written by Representations::save)"))?,
+        )?;
         let positions: Vec<String> = serde_json::from_value(info["positions"].clone())?;
         let timesteps: Vec<i64> = serde_json::from_value(info["timesteps"].clone())?;
         let images: Vec<ImageInfo> = serde_json::from_value(info["images"].clone())?;
@@ -179,7 +209,13 @@ impl Representations {
             let per_image = match tensors.get(p) {
                 Some(t) => (0..images.len() as i64).map(|i| t.f_get(i)).collect::<std::result::Result<Vec<_>, _>>()?,
                 None => (0..images.len())
-                    .map(|i| tensors.get(&format!("{p}#{i}")).map(|t| t.f_get(0)).ok_or_else(|| bad(&format!("missing `{p}`")))?.map_err(Error::from))
+                    .map(|i| {
+                        tensors
+                            .get(&format!("{p}#{i}"))
+                            .map(|t| t.f_get(0))
+                            .ok_or_else(|| bad(&format!("missing `{p}`")))?
+                            .map_err(Error::from)
+                    })
                     .collect::<Result<Vec<_>>>()?,
             };
             data.insert(p.clone(), per_image);

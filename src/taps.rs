@@ -87,7 +87,11 @@ fn check_replacement(path: &str, original: &Tensor, replacement: Tensor) -> Resu
     if replacement.size() != original.size() {
         return Err(Error::Shape {
             context: format!("edit at `{path}`"),
-            why: format!("replacement has shape {:?}, the module's output has {:?}", replacement.size(), original.size()),
+            why: format!(
+                "replacement has shape {:?}, the module's output has {:?}",
+                replacement.size(),
+                original.size()
+            ),
         });
     }
     Ok(replacement.f_to_kind(original.kind())?)
@@ -160,7 +164,8 @@ impl<'a> Node<'a> {
 
     /// An indexed child (`down_blocks[2]`).
     pub fn item(&self, name: &str, index: usize) -> Self {
-        let path = if self.path.is_empty() { format!("{name}[{index}]") } else { format!("{}.{name}[{index}]", self.path) };
+        let path =
+            if self.path.is_empty() { format!("{name}[{index}]") } else { format!("{}.{name}[{index}]", self.path) };
         Self { vb: self.vb.pp(name).pp(index), path, registry: self.registry }
     }
 

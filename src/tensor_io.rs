@@ -20,13 +20,16 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: Option<HashMap<
     let views = buffers
         .iter()
         .map(|(name, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v)).map_err(|e| Error::invalid(format!("tensor `{name}`"), e.to_string()))
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::invalid(format!("tensor `{name}`"), e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
-    safetensors::serialize_to_file(views, metadata, path).map_err(|e| Error::BadSafetensors { path: path.to_path_buf(), why: e.to_string() })
+    safetensors::serialize_to_file(views, metadata, path)
+        .map_err(|e| Error::BadSafetensors { path: path.to_path_buf(), why: e.to_string() })
 }
 
 /// Read every tensor of a safetensors file (float tensors as float32) and its metadata.
@@ -43,6 +46,7 @@ pub fn load(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<String, Str
 
 fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::BadSafetensors { path: path.to_path_buf(), why: e.to_string() })?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::BadSafetensors { path: path.to_path_buf(), why: e.to_string() })?;
     Ok(meta.metadata().clone().unwrap_or_default())
 }

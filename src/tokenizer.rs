@@ -61,15 +61,8 @@ pub const DEFAULT_MAX_LEN: usize = 77;
 const MAX_SANE_MAX_LEN: u64 = 1 << 16;
 
 /// Named special-token attributes, in the order transformers registers them.
-const SPECIAL_TOKEN_ATTRIBUTES: [&str; 7] = [
-    "bos_token",
-    "eos_token",
-    "unk_token",
-    "sep_token",
-    "pad_token",
-    "cls_token",
-    "mask_token",
-];
+const SPECIAL_TOKEN_ATTRIBUTES: [&str; 7] =
+    ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"];
 
 /// CLIP's defaults for the named special tokens it declares in its constructor.
 const CLIP_DEFAULT_TOKENS: [(&str, &str); 4] = [
@@ -117,20 +110,12 @@ impl ClipTokenizer {
         if !dir.is_dir() {
             return Err(Error::MissingFile {
                 path: dir.to_path_buf(),
-                hint: Some(
-                    "expected a tokenizer folder with vocab.json and merges.txt, or tokenizer.json"
-                        .into(),
-                ),
+                hint: Some("expected a tokenizer folder with vocab.json and merges.txt, or tokenizer.json".into()),
             });
         }
         let config = match read_json_if_exists(&dir.join("tokenizer_config.json"))? {
             Some(Value::Object(map)) => map,
-            Some(_) => {
-                return Err(bad_config(
-                    &dir.join("tokenizer_config.json"),
-                    "not a JSON object",
-                ))
-            }
+            Some(_) => return Err(bad_config(&dir.join("tokenizer_config.json"), "not a JSON object")),
             None => Map::new(),
         };
         let tokenizer_json_path = dir.join("tokenizer.json");
@@ -155,28 +140,19 @@ impl ClipTokenizer {
         }
         let max_len = max_len_from_config(&config);
         if max_len < 2 {
-            return Err(bad_config(
-                &dir.join("tokenizer_config.json"),
-                "model_max_length must be at least 2",
-            ));
+            return Err(bad_config(&dir.join("tokenizer_config.json"), "model_max_length must be at least 2"));
         }
 
         let mut inner = Tokenizer::new(bpe);
         inner.with_normalizer(Some(NormalizerSequence::new(vec![
             NFC.into(),
-            Replace::new(ReplacePattern::Regex(r"\s+".into()), " ")
-                .map_err(tok_err)?
-                .into(),
+            Replace::new(ReplacePattern::Regex(r"\s+".into()), " ").map_err(tok_err)?.into(),
             Lowercase.into(),
         ])));
         inner.with_pre_tokenizer(Some(PreTokenizerSequence::new(vec![
-            Split::new(
-                SplitPattern::Regex(CLIP_SPLIT_PATTERN.into()),
-                SplitDelimiterBehavior::Removed,
-                true,
-            )
-            .map_err(tok_err)?
-            .into(),
+            Split::new(SplitPattern::Regex(CLIP_SPLIT_PATTERN.into()), SplitDelimiterBehavior::Removed, true)
+                .map_err(tok_err)?
+                .into(),
             ByteLevel::new(false, true, true).into(),
         ])));
         inner.add_tokens(&plan.added);
@@ -184,14 +160,11 @@ impl ClipTokenizer {
         let id_of = |token: &str| inner.token_to_id(token);
         let unk_id = plan.unk.as_deref().and_then(id_of);
         let resolve = |what: &str, token: &Option<String>| -> Result<u32> {
-            let token = token.as_deref().ok_or_else(|| {
-                Error::Tokenizer(format!("{}: no {what} token is configured", dir.display()))
-            })?;
+            let token = token
+                .as_deref()
+                .ok_or_else(|| Error::Tokenizer(format!("{}: no {what} token is configured", dir.display())))?;
             id_of(token).or(unk_id).ok_or_else(|| {
-                Error::Tokenizer(format!(
-                    "{}: {what} token {token:?} is not in the vocabulary",
-                    dir.display()
-                ))
+                Error::Tokenizer(format!("{}: {what} token {token:?} is not in the vocabulary", dir.display()))
             })
         };
         let bos_id = resolve("bos", &plan.bos)?;
@@ -201,24 +174,11 @@ impl ClipTokenizer {
         let bos = plan.bos.unwrap_or_default();
         let eos = plan.eos.unwrap_or_default();
         inner.with_post_processor(Some(
-            RobertaProcessing::new((eos, eos_id), (bos, bos_id))
-                .trim_offsets(false)
-                .add_prefix_space(false),
+            RobertaProcessing::new((eos, eos_id), (bos, bos_id)).trim_offsets(false).add_prefix_space(false),
         ));
 
-        let byte_decoder = byte_to_char_table()
-            .iter()
-            .enumerate()
-            .map(|(byte, &ch)| (ch, byte as u8))
-            .collect();
-        Ok(Self {
-            inner,
-            max_len,
-            bos_id,
-            eos_id,
-            pad_id,
-            byte_decoder,
-        })
+        let byte_decoder = byte_to_char_table().iter().enumerate().map(|(byte, &ch)| (ch, byte as u8)).collect();
+        Ok(Self { inner, max_len, bos_id, eos_id, pad_id, byte_decoder })
     }
 
     /// Tokenizes one prompt, truncated to [`Self::max_len`] tokens (BOS first and EOS last are
@@ -236,10 +196,7 @@ impl ClipTokenizer {
         let length = ids.len();
         ids.resize(self.max_len, self.pad_id);
 
-        let tokens = ids
-            .iter()
-            .map(|&id| self.inner.id_to_token(id).unwrap_or_default())
-            .collect();
+        let tokens = ids.iter().map(|&id| self.inner.id_to_token(id).unwrap_or_default()).collect();
         Ok(Encoding {
             ids: ids.iter().map(|&id| i64::from(id)).collect(),
             tokens,
@@ -275,9 +232,7 @@ impl ClipTokenizer {
 
     /// The token string of one id as the vocabulary spells it (e.g. `"cat</w>"`).
     pub fn id_to_token(&self, id: i64) -> Option<String> {
-        u32::try_from(id)
-            .ok()
-            .and_then(|id| self.inner.id_to_token(id))
+        u32::try_from(id).ok().and_then(|id| self.inner.id_to_token(id))
     }
 
     /// Human-readable text of one token (e.g. `"cat"` for `cat</w>`, `"é"` for `Ã©</w>`,
@@ -392,9 +347,7 @@ fn plan_added_tokens(
     let config_path = dir.join("tokenizer_config.json");
     let mut init = config.clone();
     init.remove("tokenizer_class");
-    if init.contains_key("additional_special_tokens")
-        && !is_truthy(init.get("extra_special_tokens"))
-    {
+    if init.contains_key("additional_special_tokens") && !is_truthy(init.get("extra_special_tokens")) {
         if let Some(v) = init.remove("additional_special_tokens") {
             init.insert("extra_special_tokens".into(), v);
         }
@@ -403,28 +356,19 @@ fn plan_added_tokens(
     // Table of added tokens, by id.
     let mut table: Vec<(i64, AddedToken)> = Vec::new();
     if let Some(decoder) = init.get("added_tokens_decoder") {
-        let decoder = decoder
-            .as_object()
-            .ok_or_else(|| bad_config(&config_path, "added_tokens_decoder is not an object"))?;
+        let decoder =
+            decoder.as_object().ok_or_else(|| bad_config(&config_path, "added_tokens_decoder is not an object"))?;
         for (idx, token) in decoder {
-            let idx: i64 = idx
-                .parse()
-                .map_err(|_| bad_config(&config_path, &format!("bad added token id {idx:?}")))?;
-            let token = token.as_object().ok_or_else(|| {
-                bad_config(&config_path, "added_tokens_decoder entries must be objects")
-            })?;
-            upsert(
-                &mut table,
-                idx,
-                added_token_from_json(token, None, &config_path)?,
-            );
+            let idx: i64 = idx.parse().map_err(|_| bad_config(&config_path, &format!("bad added token id {idx:?}")))?;
+            let token = token
+                .as_object()
+                .ok_or_else(|| bad_config(&config_path, "added_tokens_decoder entries must be objects"))?;
+            upsert(&mut table, idx, added_token_from_json(token, None, &config_path)?);
         }
     } else {
         let map_path = dir.join("special_tokens_map.json");
         if let Some(map) = read_json_if_exists(&map_path)? {
-            let map = map
-                .as_object()
-                .ok_or_else(|| bad_config(&map_path, "not a JSON object"))?;
+            let map = map.as_object().ok_or_else(|| bad_config(&map_path, "not a JSON object"))?;
             for (key, value) in map {
                 let value = match value {
                     Value::Object(obj) if key != "extra_special_tokens" => {
@@ -438,13 +382,12 @@ fn plan_added_tokens(
                             _ => Vec::new(),
                         };
                         for tok in list {
-                            let tok =
-                                match tok {
-                                    Value::Object(obj) => added_token_to_json(
-                                        &added_token_from_json(obj, Some(true), &map_path)?,
-                                    ),
-                                    other => other.clone(),
-                                };
+                            let tok = match tok {
+                                Value::Object(obj) => {
+                                    added_token_to_json(&added_token_from_json(obj, Some(true), &map_path)?)
+                                }
+                                other => other.clone(),
+                            };
                             if !merged.contains(&tok) {
                                 merged.push(tok);
                             }
@@ -459,16 +402,12 @@ fn plan_added_tokens(
 
         let added_path = dir.join("added_tokens.json");
         if let Some(added) = read_json_if_exists(&added_path)? {
-            let added = added
-                .as_object()
-                .ok_or_else(|| bad_config(&added_path, "not a JSON object"))?;
+            let added = added.as_object().ok_or_else(|| bad_config(&added_path, "not a JSON object"))?;
             // transformers compares `str(value)`, which is the token text for strings and for the
             // tokens built from special_tokens_map.json, but not for raw `__type` objects.
             let text_of = |v: &Value| match v {
                 Value::String(s) => Some(s.clone()),
-                Value::Object(o) if !o.contains_key("__type") => {
-                    o.get("content")?.as_str().map(str::to_string)
-                }
+                Value::Object(o) if !o.contains_key("__type") => o.get("content")?.as_str().map(str::to_string),
                 _ => None,
             };
             let mut special: Vec<String> = SPECIAL_TOKEN_ATTRIBUTES
@@ -480,9 +419,7 @@ fn plan_added_tokens(
                 special.extend(extra.iter().filter_map(text_of));
             }
             for (content, idx) in added {
-                let idx = idx
-                    .as_i64()
-                    .ok_or_else(|| bad_config(&added_path, "ids must be integers"))?;
+                let idx = idx.as_i64().ok_or_else(|| bad_config(&added_path, "ids must be integers"))?;
                 let is_special = special.iter().any(|s| s == content);
                 let token = AddedToken::from(content.clone(), is_special).normalized(!is_special);
                 upsert(&mut table, idx, token);
@@ -508,8 +445,7 @@ fn plan_added_tokens(
     }
     table.sort_by_key(|(idx, _)| *idx);
     // Text -> flags, the last table entry of a text winning (as a Python dict keyed by text).
-    let by_text: HashMap<&str, &AddedToken> =
-        table.iter().map(|(_, t)| (t.content.as_str(), t)).collect();
+    let by_text: HashMap<&str, &AddedToken> = table.iter().map(|(_, t)| (t.content.as_str(), t)).collect();
 
     // Named special tokens, in registration order, with CLIP's constructor defaults.
     let mut named: Vec<(String, Option<SpecialValue>)> = Vec::new();
@@ -531,17 +467,13 @@ fn plan_added_tokens(
     let mut model_specific: Vec<(String, Value)> = init
         .iter()
         .filter(|(k, v)| {
-            k.ends_with("_token")
-                && !SPECIAL_TOKEN_ATTRIBUTES.contains(&k.as_str())
-                && (v.is_string() || v.is_object())
+            k.ends_with("_token") && !SPECIAL_TOKEN_ATTRIBUTES.contains(&k.as_str()) && (v.is_string() || v.is_object())
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let mut extra: Vec<SpecialValue> = Vec::new();
     match init.get("extra_special_tokens") {
-        Some(Value::Object(map)) => {
-            model_specific.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())))
-        }
+        Some(Value::Object(map)) => model_specific.extend(map.iter().map(|(k, v)| (k.clone(), v.clone()))),
         Some(Value::Array(list)) => {
             for v in list {
                 if let Some(v) = special_value(v, &config_path)? {
@@ -556,24 +488,14 @@ fn plan_added_tokens(
     }
 
     // The queue transformers hands to `add_tokens`.
-    let mut queue: Vec<SpecialValue> = table
-        .iter()
-        .map(|(_, t)| SpecialValue::Added(t.clone()))
-        .collect();
+    let mut queue: Vec<SpecialValue> = table.iter().map(|(_, t)| SpecialValue::Added(t.clone())).collect();
     let known: Vec<String> = queue.iter().map(|v| v.content().to_string()).collect();
-    for value in named
-        .iter()
-        .filter_map(|(_, v)| v.as_ref())
-        .chain(extra.iter())
-    {
+    for value in named.iter().filter_map(|(_, v)| v.as_ref()).chain(extra.iter()) {
         if !known.iter().any(|k| k == value.content()) && !queue.contains(value) {
             queue.push(value.clone());
         }
     }
-    let named_texts: Vec<&str> = named
-        .iter()
-        .filter_map(|(_, v)| v.as_ref().map(SpecialValue::content))
-        .collect();
+    let named_texts: Vec<&str> = named.iter().filter_map(|(_, v)| v.as_ref().map(SpecialValue::content)).collect();
     let mut added: Vec<AddedToken> = Vec::new();
     for value in queue {
         let token = match value {
@@ -595,11 +517,7 @@ fn plan_added_tokens(
     }
 
     let get = |attr: &str| {
-        named
-            .iter()
-            .find(|(k, _)| k == attr)
-            .and_then(|(_, v)| v.as_ref())
-            .map(|v| v.content().to_string())
+        named.iter().find(|(k, _)| k == attr).and_then(|(_, v)| v.as_ref()).map(|v| v.content().to_string())
     };
     Ok(AddedTokenPlan {
         bos: get("bos_token"),
@@ -623,23 +541,14 @@ fn special_value(value: &Value, path: &Path) -> Result<Option<SpecialValue>> {
     match value {
         Value::Null => Ok(None),
         Value::String(s) => Ok(Some(SpecialValue::Plain(s.clone()))),
-        Value::Object(obj) => Ok(Some(SpecialValue::Added(added_token_from_json(
-            obj, None, path,
-        )?))),
-        other => Err(bad_config(
-            path,
-            &format!("a special token must be a string or an object, found {other}"),
-        )),
+        Value::Object(obj) => Ok(Some(SpecialValue::Added(added_token_from_json(obj, None, path)?))),
+        other => Err(bad_config(path, &format!("a special token must be a string or an object, found {other}"))),
     }
 }
 
 /// Builds an `AddedToken` from its JSON fields with Python's `AddedToken(**fields)` defaults:
 /// `special` false unless given (or forced), `normalized` = not special unless given.
-fn added_token_from_json(
-    obj: &Map<String, Value>,
-    force_special: Option<bool>,
-    path: &Path,
-) -> Result<AddedToken> {
+fn added_token_from_json(obj: &Map<String, Value>, force_special: Option<bool>, path: &Path) -> Result<AddedToken> {
     let content = obj
         .get("content")
         .and_then(Value::as_str)
@@ -679,9 +588,7 @@ fn is_truthy(value: Option<&Value>) -> bool {
 
 /// `model_max_length` (or the legacy `max_len`) when it is a usable length, else 77.
 fn max_len_from_config(config: &Map<String, Value>) -> usize {
-    let value = config
-        .get("model_max_length")
-        .or_else(|| config.get("max_len"));
+    let value = config.get("model_max_length").or_else(|| config.get("max_len"));
     match value.and_then(Value::as_u64) {
         Some(n) if n <= MAX_SANE_MAX_LEN => n as usize,
         _ => DEFAULT_MAX_LEN,
@@ -709,10 +616,7 @@ fn bpe_from_vocab_and_merges(dir: &Path, unk: Option<&str>) -> Result<BPE> {
         if !path.is_file() {
             return Err(Error::MissingFile {
                 path: path.clone(),
-                hint: Some(
-                    "a CLIP tokenizer folder needs vocab.json and merges.txt, or tokenizer.json"
-                        .into(),
-                ),
+                hint: Some("a CLIP tokenizer folder needs vocab.json and merges.txt, or tokenizer.json".into()),
             });
         }
     }
@@ -721,34 +625,22 @@ fn bpe_from_vocab_and_merges(dir: &Path, unk: Option<&str>) -> Result<BPE> {
     clip_bpe_builder(unk)
         .vocab_and_merges(vocab, merges)
         .build()
-        .map_err(|e| {
-            Error::Tokenizer(format!(
-                "cannot build the BPE model of {}: {e}",
-                dir.display()
-            ))
-        })
+        .map_err(|e| Error::Tokenizer(format!("cannot build the BPE model of {}: {e}", dir.display())))
 }
 
 /// BPE from the `model` section of a `tokenizer.json` (only its vocabulary and merges are used).
 fn bpe_from_tokenizer_json(json: &Value, path: &Path, unk: Option<&str>) -> Result<BPE> {
-    let model = json
-        .get("model")
-        .ok_or_else(|| bad_config(path, "no `model` section"))?;
+    let model = json.get("model").ok_or_else(|| bad_config(path, "no `model` section"))?;
     if let Some(kind) = model.get("type").and_then(Value::as_str) {
         if kind != "BPE" {
-            return Err(bad_config(
-                path,
-                &format!("model type is {kind:?}, a CLIP tokenizer needs BPE"),
-            ));
+            return Err(bad_config(path, &format!("model type is {kind:?}, a CLIP tokenizer needs BPE")));
         }
     }
     let mut vocab = Vocab::default();
     match model.get("vocab") {
         Some(Value::Object(map)) => {
             for (token, id) in map {
-                let id = id
-                    .as_u64()
-                    .ok_or_else(|| bad_config(path, "vocabulary ids must be integers"))?;
+                let id = id.as_u64().ok_or_else(|| bad_config(path, "vocabulary ids must be integers"))?;
                 vocab.insert(token.clone(), id as u32);
             }
         }
@@ -756,11 +648,7 @@ fn bpe_from_tokenizer_json(json: &Value, path: &Path, unk: Option<&str>) -> Resu
             for (id, entry) in list.iter().enumerate() {
                 let token = match entry {
                     Value::String(s) => s.clone(),
-                    Value::Array(pair) => pair
-                        .first()
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
+                    Value::Array(pair) => pair.first().and_then(Value::as_str).unwrap_or_default().to_string(),
                     _ => return Err(bad_config(path, "bad vocabulary entry")),
                 };
                 vocab.insert(token, id as u32);
@@ -769,12 +657,7 @@ fn bpe_from_tokenizer_json(json: &Value, path: &Path, unk: Option<&str>) -> Resu
         _ => return Err(bad_config(path, "model.vocab is missing")),
     }
     let mut merges = Vec::new();
-    for entry in model
-        .get("merges")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
+    for entry in model.get("merges").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
         let pair = match entry {
             Value::String(s) => {
                 let parts: Vec<&str> = s.split(' ').collect();
@@ -794,20 +677,13 @@ fn bpe_from_tokenizer_json(json: &Value, path: &Path, unk: Option<&str>) -> Resu
     clip_bpe_builder(unk)
         .vocab_and_merges(vocab, merges)
         .build()
-        .map_err(|e| {
-            Error::Tokenizer(format!(
-                "cannot build the BPE model of {}: {e}",
-                path.display()
-            ))
-        })
+        .map_err(|e| Error::Tokenizer(format!("cannot build the BPE model of {}: {e}", path.display())))
 }
 
 /// GPT-2's reversible byte-to-character table: printable Latin-1 bytes map to themselves, the
 /// others to consecutive code points from U+0100.
 fn byte_to_char_table() -> [char; 256] {
-    let printable = |b: u32| {
-        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
-    };
+    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
     let mut table = ['\0'; 256];
     let mut next = 0x100u32;
     for (b, slot) in table.iter_mut().enumerate() {
@@ -828,9 +704,7 @@ fn read_json_if_exists(path: &Path) -> Result<Option<Value>> {
         return Ok(None);
     }
     let text = fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| bad_config(path, &e.to_string()))
+    serde_json::from_str(&text).map(Some).map_err(|e| bad_config(path, &e.to_string()))
 }
 
 fn path_str(path: &Path) -> Result<String> {
@@ -840,10 +714,7 @@ fn path_str(path: &Path) -> Result<String> {
 }
 
 fn bad_config(path: &Path, why: &str) -> Error {
-    Error::BadConfig {
-        path: PathBuf::from(path),
-        why: why.to_string(),
-    }
+    Error::BadConfig { path: PathBuf::from(path), why: why.to_string() }
 }
 
 fn tok_err(e: impl std::fmt::Display) -> Error {
@@ -862,8 +733,7 @@ mod tests {
         fn new() -> Self {
             static COUNTER: AtomicUsize = AtomicUsize::new(0);
             let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-            let dir = std::env::temp_dir()
-                .join(format!("sdscope-tokenizer-test-{}-{n}", std::process::id()));
+            let dir = std::env::temp_dir().join(format!("sdscope-tokenizer-test-{}-{n}", std::process::id()));
             let _ = fs::remove_dir_all(&dir);
             fs::create_dir_all(&dir).unwrap();
             TempDir(dir)
@@ -907,11 +777,7 @@ mod tests {
     }
 
     fn write_vocab_files(dir: &Path) {
-        let map: Map<String, Value> = vocab()
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| (t, Value::from(i)))
-            .collect();
+        let map: Map<String, Value> = vocab().into_iter().enumerate().map(|(i, t)| (t, Value::from(i))).collect();
         fs::write(dir.join("vocab.json"), Value::Object(map).to_string()).unwrap();
         let mut merges = String::from("#version: 0.2\n");
         for (a, b) in MERGES {
@@ -966,17 +832,7 @@ mod tests {
         let enc = tok.encode("A  CAT and\tdog").unwrap();
         assert_eq!(enc.ids.len(), 77);
         assert_eq!(enc.tokens.len(), 77);
-        assert_eq!(
-            head(&enc),
-            [
-                tok.bos_id(),
-                id("a</w>"),
-                id("cat</w>"),
-                id("and</w>"),
-                id("dog</w>"),
-                tok.eos_id()
-            ]
-        );
+        assert_eq!(head(&enc), [tok.bos_id(), id("a</w>"), id("cat</w>"), id("and</w>"), id("dog</w>"), tok.eos_id()]);
         assert_eq!(enc.length, 6);
         assert_eq!(&enc.tokens[..3], ["<|startoftext|>", "a</w>", "cat</w>"]);
         assert!(enc.ids[6..].iter().all(|&i| i == tok.pad_id()));
@@ -1003,17 +859,11 @@ mod tests {
         assert_eq!(tok.pad_id(), 0);
         let enc = tok.encode("cat!!").unwrap();
         // transformers registers the pad token `!` as a special token: every `!` is cut out alone.
-        assert_eq!(
-            head(&enc),
-            [tok.bos_id(), id("cat</w>"), 0, 0, tok.eos_id()]
-        );
+        assert_eq!(head(&enc), [tok.bos_id(), id("cat</w>"), 0, 0, tok.eos_id()]);
         assert_eq!(enc.ids[5], 0);
         let (_dir1, sd1) = sd_tokenizer("<|endoftext|>");
         let enc1 = sd1.encode("cat!!").unwrap();
-        assert_eq!(
-            head(&enc1),
-            [sd1.bos_id(), id("cat</w>"), id("!!</w>"), sd1.eos_id()]
-        );
+        assert_eq!(head(&enc1), [sd1.bos_id(), id("cat</w>"), id("!!</w>"), sd1.eos_id()]);
     }
 
     #[test]
@@ -1023,10 +873,7 @@ mod tests {
         // <|endoftext|> is matched in the raw text only (normalized=false after pad registration),
         // <|startoftext|> in the lowercased text.
         let enc = sd1.encode("cat<|endoftext|>dog <|STARTOFTEXT|>").unwrap();
-        assert_eq!(
-            head(&enc),
-            [bos, id("cat</w>"), eos, id("dog</w>"), bos, eos]
-        );
+        assert_eq!(head(&enc), [bos, id("cat</w>"), eos, id("dog</w>"), bos, eos]);
         let upper = sd1.encode("<|ENDOFTEXT|>").unwrap();
         assert!(!head(&upper)[1..upper.length - 1].contains(&eos));
         let (_dir2, sd2) = sd_tokenizer("!");
@@ -1066,19 +913,13 @@ mod tests {
         assert_eq!(enc.tokens[1], "Ã©</w>");
         assert_eq!(tok.token_text(enc.ids[1]).as_deref(), Some("é"));
         assert_eq!(tok.token_text(id("cat</w>")).as_deref(), Some("cat"));
-        assert_eq!(
-            tok.token_text(tok.bos_id()).as_deref(),
-            Some("<|startoftext|>")
-        );
+        assert_eq!(tok.token_text(tok.bos_id()).as_deref(), Some("<|startoftext|>"));
         assert_eq!(tok.token_text(-1), None);
         assert_eq!(tok.token_text(1 << 40), None);
         // A word with characters outside the miniature merges falls back to single bytes.
         let enc = tok.encode("日").unwrap();
         assert_eq!(enc.length, 5);
-        let text: String = enc.ids[1..4]
-            .iter()
-            .map(|&i| tok.id_to_token(i).unwrap())
-            .collect();
+        let text: String = enc.ids[1..4].iter().map(|&i| tok.id_to_token(i).unwrap()).collect();
         assert_eq!(tok.readable(&text), "日");
     }
 
@@ -1086,15 +927,8 @@ mod tests {
     fn tokenizer_json_gives_the_same_ids() {
         let (_dir, reference) = sd_tokenizer("!");
         let dir = TempDir::new();
-        let vocab: Map<String, Value> = vocab()
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| (t, Value::from(i)))
-            .collect();
-        let merges: Vec<Value> = MERGES
-            .iter()
-            .map(|(a, b)| Value::from(format!("{a} {b}")))
-            .collect();
+        let vocab: Map<String, Value> = vocab().into_iter().enumerate().map(|(i, t)| (t, Value::from(i))).collect();
+        let merges: Vec<Value> = MERGES.iter().map(|(a, b)| Value::from(format!("{a} {b}"))).collect();
         let added = |id: i64, content: &str, normalized: bool| {
             serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
                                "rstrip": false, "normalized": normalized, "special": true})
@@ -1110,17 +944,8 @@ mod tests {
             "unk_token": "<|endoftext|>", "pad_token": "!", "model_max_length": 77});
         fs::write(dir.0.join("tokenizer_config.json"), config.to_string()).unwrap();
         let tok = ClipTokenizer::from_dir(&dir.0).unwrap();
-        for text in [
-            "a cat and dog!!",
-            "<|ENDOFTEXT|> É",
-            "",
-            &vec!["dog"; 90].join(" "),
-        ] {
-            assert_eq!(
-                tok.encode(text).unwrap(),
-                reference.encode(text).unwrap(),
-                "{text:?}"
-            );
+        for text in ["a cat and dog!!", "<|ENDOFTEXT|> É", "", &vec!["dog"; 90].join(" ")] {
+            assert_eq!(tok.encode(text).unwrap(), reference.encode(text).unwrap(), "{text:?}");
         }
     }
 
@@ -1156,15 +981,8 @@ mod tests {
         assert_eq!(tok.pad_id(), id("<|endoftext|>"));
         let config = serde_json::json!({"model_max_length": 1000000000000000019884624838656.0f64});
         fs::write(dir.0.join("tokenizer_config.json"), config.to_string()).unwrap();
-        assert_eq!(
-            ClipTokenizer::from_dir(&dir.0).unwrap().max_len(),
-            DEFAULT_MAX_LEN
-        );
-        fs::write(
-            dir.0.join("tokenizer_config.json"),
-            r#"{"model_max_length": 16}"#,
-        )
-        .unwrap();
+        assert_eq!(ClipTokenizer::from_dir(&dir.0).unwrap().max_len(), DEFAULT_MAX_LEN);
+        fs::write(dir.0.join("tokenizer_config.json"), r#"{"model_max_length": 16}"#).unwrap();
         let short = ClipTokenizer::from_dir(&dir.0).unwrap();
         let enc = short.encode(&vec!["cat"; 20].join(" ")).unwrap();
         assert_eq!(enc.ids.len(), 16);

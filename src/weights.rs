@@ -55,12 +55,8 @@ fn kind_of(dtype: &str) -> Option<Kind> {
 
 /// Diffusers' legacy VAE attention names, mapped to the current ones.
 fn modern_name(name: &str) -> String {
-    for (old, new) in [
-        (".query.", ".to_q."),
-        (".key.", ".to_k."),
-        (".value.", ".to_v."),
-        (".proj_attn.", ".to_out.0."),
-    ] {
+    for (old, new) in [(".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0.")]
+    {
         if name.contains(old) && name.contains("attentions.") {
             return name.replacen(old, new, 1);
         }
@@ -114,9 +110,7 @@ impl Weights {
     fn file_for_errors(&self) -> PathBuf {
         match self.files.as_slice() {
             [(p, _)] => p.clone(),
-            _ => PathBuf::from(
-                self.files.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>().join(" + "),
-            ),
+            _ => PathBuf::from(self.files.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>().join(" + ")),
         }
     }
 
@@ -152,7 +146,9 @@ impl Weights {
         })?;
         let tensor = Tensor::f_from_data_size(&bytes, &shape, entry.kind)?;
         drop(bytes);
-        let tensor = if matches!(entry.kind, Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double) && entry.kind != self.dtype {
+        let tensor = if matches!(entry.kind, Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double)
+            && entry.kind != self.dtype
+        {
             tensor.f_to_kind(self.dtype)?
         } else {
             tensor
@@ -173,7 +169,9 @@ fn read_header(path: &Path, file: &File, index: usize) -> Result<Vec<(String, En
     file.read_exact_at(&mut size, 0).map_err(|_| bad(format!("only {len} bytes, not even a header")))?;
     let header_len = u64::from_le_bytes(size);
     if header_len > 100_000_000 || 8 + header_len > len {
-        return Err(bad(format!("header length {header_len} does not fit in a {len}-byte file (truncated or not safetensors)")));
+        return Err(bad(format!(
+            "header length {header_len} does not fit in a {len}-byte file (truncated or not safetensors)"
+        )));
     }
     let mut header = vec![0u8; header_len as usize];
     file.read_exact_at(&mut header, 8).map_err(|e| bad(e.to_string()))?;
@@ -194,16 +192,20 @@ fn read_header(path: &Path, file: &File, index: usize) -> Result<Vec<(String, En
         let (begin, end) = (data_start + offsets[0], data_start + offsets[1]);
         let expected_bytes = shape.iter().product::<i64>() as u64 * kind.elt_size_in_bytes() as u64;
         if offsets[1] < offsets[0] || end - begin != expected_bytes {
-            return Err(bad(format!("tensor `{name}` has {} bytes for shape {shape:?} {dtype}", offsets[1].wrapping_sub(offsets[0]))));
+            return Err(bad(format!(
+                "tensor `{name}` has {} bytes for shape {shape:?} {dtype}",
+                offsets[1].wrapping_sub(offsets[0])
+            )));
         }
         if end > len {
-            return Err(bad(format!("tensor `{name}` ends at byte {end} but the file has {len} bytes (truncated download?)")));
+            return Err(bad(format!(
+                "tensor `{name}` ends at byte {end} but the file has {len} bytes (truncated download?)"
+            )));
         }
         out.push((name, Entry { file: index, kind, shape, begin, end }));
     }
     Ok(out)
 }
-
 
 #[derive(Clone)]
 pub struct VarBuilder<'a> {
@@ -219,7 +221,11 @@ impl<'a> VarBuilder<'a> {
     }
 
     fn full(&self, name: &str) -> String {
-        if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) }
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
     }
 
     /// A tensor that must exist with exactly this shape.
@@ -230,7 +236,11 @@ impl<'a> VarBuilder<'a> {
     /// A tensor that may be absent (e.g. an optional bias).
     pub fn get_opt(&self, name: &str, shape: &[i64]) -> Result<Option<Tensor>> {
         let full = self.full(name);
-        if self.weights.contains(&full) { self.weights.get(&full, Some(shape)).map(Some) } else { Ok(None) }
+        if self.weights.contains(&full) {
+            self.weights.get(&full, Some(shape)).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     pub fn contains(&self, name: &str) -> bool {

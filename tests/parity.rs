@@ -11,7 +11,8 @@ use sdscope::taps::Taps;
 const TOL: f64 = 1e-4;
 
 fn load(name: &str) -> Pipeline {
-    Pipeline::load_with(pipeline_dir(name).to_str().unwrap(), LoadOptions { progress: false, ..Default::default() }).unwrap()
+    Pipeline::load_with(pipeline_dir(name).to_str().unwrap(), LoadOptions { progress: false, ..Default::default() })
+        .unwrap()
 }
 
 fn check_pipeline(name: &str) {
@@ -26,7 +27,12 @@ fn check_pipeline(name: &str) {
         assert_close(&format!("{tag} encoder_hidden_states"), &cond.hidden_states, &r["encoder_hidden_states"], TOL);
         if let Some(te) = &cond.text_embeds {
             assert_close(&format!("{tag} text_embeds"), te, &r["text_embeds"], TOL);
-            assert_close(&format!("{tag} time_ids"), &pipe.time_ids(case.height, case.width).unwrap(), &r["time_ids"], 0.0);
+            assert_close(
+                &format!("{tag} time_ids"),
+                &pipe.time_ids(case.height, case.width).unwrap(),
+                &r["time_ids"],
+                0.0,
+            );
         }
 
         let image = load_image(&fixtures().join("images").join(&case.image), 8).unwrap();
@@ -48,7 +54,10 @@ fn check_pipeline(name: &str) {
             text_embeds: r.get("text_embeds").map(|t| t.shallow_clone()),
         };
         let mut taps = Taps::capture_all();
-        let out = pipe.unet_pass(&r["noisy"], case.timestep, &ref_cond, (case.height, case.width), &mut taps).unwrap().unwrap();
+        let out = pipe
+            .unet_pass(&r["noisy"], case.timestep, &ref_cond, (case.height, case.width), &mut taps)
+            .unwrap()
+            .unwrap();
         assert_close(&format!("{tag} unet_out"), &out, &r["unet_out"], TOL);
         let captured = taps.into_captured();
         let mut compared = 0;
@@ -87,7 +96,11 @@ fn extraction_api_matches_diffusers() {
         for case in cases(name) {
             let r = reference(name, &case);
             let positions = ["down_blocks[1]", "mid_block", "up_blocks[1].attentions[0]", "down_blocks[1].resnets[0]"];
-            let request = sdscope::extract::ExtractRequest::new(positions).timestep(case.timestep).seed(case.seed).prompt(&case.prompt).progress(false);
+            let request = sdscope::extract::ExtractRequest::new(positions)
+                .timestep(case.timestep)
+                .seed(case.seed)
+                .prompt(&case.prompt)
+                .progress(false);
             let reprs = pipe.extract(&request, &[fixtures().join("images").join(&case.image)]).unwrap();
             for p in positions {
                 let ours = reprs.image(p, 0).unwrap().get(0);

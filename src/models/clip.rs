@@ -53,15 +53,27 @@ impl ClipTextModel {
         let activation = match config.hidden_act.as_str() {
             "quick_gelu" => Activation::QuickGelu,
             "gelu" => Activation::Gelu,
-            other => return Err(Error::Unsupported { path: config_path.into(), why: format!("hidden_act {other:?} (known: quick_gelu, gelu)") }),
+            other => {
+                return Err(Error::Unsupported {
+                    path: config_path.into(),
+                    why: format!("hidden_act {other:?} (known: quick_gelu, gelu)"),
+                })
+            }
         };
         let d = config.hidden_size;
         if d % config.num_attention_heads != 0 {
-            return Err(Error::BadConfig { path: config_path.into(), why: "hidden_size is not a multiple of num_attention_heads".into() });
+            return Err(Error::BadConfig {
+                path: config_path.into(),
+                why: "hidden_size is not a multiple of num_attention_heads".into(),
+            });
         }
         let root = weights.root();
         // Hub checkpoints nest everything under `text_model.`; transformers 5 saves CLIPTextModel without it.
-        let tm = if root.contains("text_model.embeddings.token_embedding.weight") { root.pp("text_model") } else { root.clone() };
+        let tm = if root.contains("text_model.embeddings.token_embedding.weight") {
+            root.pp("text_model")
+        } else {
+            root.clone()
+        };
         let emb = tm.pp("embeddings");
         let token_embedding = emb.pp("token_embedding").get("weight", &[config.vocab_size, d])?;
         let position_embedding = emb.pp("position_embedding").get("weight", &[config.max_position_embeddings, d])?;
@@ -116,12 +128,18 @@ impl ClipTextModel {
     pub fn forward(&self, ids: &Tensor) -> Result<ClipOutput> {
         let (b, l) = ids.size2()?;
         if l > self.config.max_position_embeddings {
-            return Err(Error::Shape { context: "text encoder input".into(), why: format!("{l} tokens, at most {}", self.config.max_position_embeddings) });
+            return Err(Error::Shape {
+                context: "text encoder input".into(),
+                why: format!("{l} tokens, at most {}", self.config.max_position_embeddings),
+            });
         }
         let ids = ids.f_to_kind(Kind::Int64)?.f_to_device(self.token_embedding.device())?;
         let max_id = ids.f_max()?.int64_value(&[]);
         if max_id >= self.config.vocab_size || ids.f_min()?.int64_value(&[]) < 0 {
-            return Err(Error::invalid("token ids", format!("must lie in 0..{} (found {max_id})", self.config.vocab_size)));
+            return Err(Error::invalid(
+                "token ids",
+                format!("must lie in 0..{} (found {max_id})", self.config.vocab_size),
+            ));
         }
         let tokens = Tensor::f_embedding(&self.token_embedding, &ids, -1, false, false)?;
         let positions = self.position_embedding.f_narrow(0, 0, l)?.f_unsqueeze(0)?;

@@ -30,7 +30,8 @@ impl LatentDistribution {
     /// `mean + std · ε` with ε drawn from the global generator (diffusers' `latent_dist.sample()`).
     pub fn sample(&self) -> Result<Tensor> {
         // Drawn on the CPU generator, so a seed gives the same sample on every device.
-        let eps = Tensor::f_randn(self.mean.size(), (self.mean.kind(), tch::Device::Cpu))?.f_to_device(self.mean.device())?;
+        let eps =
+            Tensor::f_randn(self.mean.size(), (self.mean.kind(), tch::Device::Cpu))?.f_to_device(self.mean.device())?;
         Ok(self.mean.f_add(&self.std.f_mul(&eps)?)?)
     }
 }
@@ -64,7 +65,13 @@ impl VaeEncoder {
             let node = enc.item("down_blocks", i);
             let resnets = (0..config.layers_per_block as usize)
                 .map(|j| {
-                    let spec = ResnetSpec { in_channels: if j == 0 { in_ch } else { out_ch }, out_channels: out_ch, temb_channels: None, groups, eps: EPS };
+                    let spec = ResnetSpec {
+                        in_channels: if j == 0 { in_ch } else { out_ch },
+                        out_channels: out_ch,
+                        temb_channels: None,
+                        groups,
+                        eps: EPS,
+                    };
                     ResnetBlock2D::load(&node.item("resnets", j), &spec)
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -78,9 +85,19 @@ impl VaeEncoder {
         let top = *channels.last().unwrap_or(&channels[0]);
         let mid = enc.child("mid_block");
         let mid_spec = ResnetSpec { in_channels: top, out_channels: top, temb_channels: None, groups, eps: EPS };
-        let mid_resnets = vec![ResnetBlock2D::load(&mid.item("resnets", 0), &mid_spec)?, ResnetBlock2D::load(&mid.item("resnets", 1), &mid_spec)?];
+        let mid_resnets = vec![
+            ResnetBlock2D::load(&mid.item("resnets", 0), &mid_spec)?,
+            ResnetBlock2D::load(&mid.item("resnets", 1), &mid_spec)?,
+        ];
         let mid_attention = if config.mid_block_add_attention {
-            let spec = AttentionSpec { query_dim: top, context_dim: None, heads: 1, head_dim: top, qkv_bias: true, spatial_norm: Some((groups, EPS)) };
+            let spec = AttentionSpec {
+                query_dim: top,
+                context_dim: None,
+                heads: 1,
+                head_dim: top,
+                qkv_bias: true,
+                spatial_norm: Some((groups, EPS)),
+            };
             Some(Attention::load(&mid.item("attentions", 0), spec)?)
         } else {
             None
@@ -88,7 +105,11 @@ impl VaeEncoder {
         let conv_norm_out = GroupNorm::load(&enc.vb.pp("conv_norm_out"), groups, top, EPS)?;
         let lc = config.latent_channels;
         let conv_out = Conv2d::load(&enc.vb.pp("conv_out"), top, 2 * lc, 3, 1, 1)?;
-        let quant_conv = if config.use_quant_conv { Some(Conv2d::load(&weights.root().pp("quant_conv"), 2 * lc, 2 * lc, 1, 1, 0)?) } else { None };
+        let quant_conv = if config.use_quant_conv {
+            Some(Conv2d::load(&weights.root().pp("quant_conv"), 2 * lc, 2 * lc, 1, 1, 0)?)
+        } else {
+            None
+        };
         Ok(Self { config, conv_in, blocks, mid_resnets, mid_attention, conv_norm_out, conv_out, quant_conv })
     }
 

@@ -24,9 +24,8 @@ impl NoiseSchedule {
         } else {
             match config.beta_schedule.as_str() {
                 "linear" => Tensor::f_linspace(config.beta_start, config.beta_end, n, opts)?,
-                "scaled_linear" => {
-                    Tensor::f_linspace(config.beta_start.sqrt(), config.beta_end.sqrt(), n, opts)?.f_pow_tensor_scalar(2)?
-                }
+                "scaled_linear" => Tensor::f_linspace(config.beta_start.sqrt(), config.beta_end.sqrt(), n, opts)?
+                    .f_pow_tensor_scalar(2)?,
                 "squaredcos_cap_v2" => {
                     let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
                     let betas: Vec<f64> = (0..n)
@@ -46,7 +45,10 @@ impl NoiseSchedule {
             }
         };
         if config.rescale_betas_zero_snr {
-            return Err(Error::Unsupported { path: path.into(), why: "rescale_betas_zero_snr is not implemented".into() });
+            return Err(Error::Unsupported {
+                path: path.into(),
+                why: "rescale_betas_zero_snr is not implemented".into(),
+            });
         }
         let alphas = betas.f_neg()?.f_add_scalar(1.0)?;
         let alphas_cumprod = alphas.f_cumprod(0, Kind::Float)?;

@@ -29,7 +29,11 @@ pub fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
     let b = b.to_kind(Kind::Double);
     let diff = (&a - &b).norm().double_value(&[]);
     let base = b.norm().double_value(&[]);
-    if base == 0.0 { diff } else { diff / base }
+    if base == 0.0 {
+        diff
+    } else {
+        diff / base
+    }
 }
 
 pub fn assert_close(what: &str, ours: &Tensor, reference: &Tensor, tol: f64) {

@@ -15,8 +15,22 @@ pub struct BlockSpec {
     pub linear_projection: bool,
 }
 
-fn load_transformer(node: &Node, spec: &BlockSpec, channels: i64, heads: i64, depth: usize, context_dim: i64) -> Result<Transformer2D> {
-    let t = TransformerSpec { channels, heads, depth, context_dim, groups: spec.groups, linear_projection: spec.linear_projection };
+fn load_transformer(
+    node: &Node,
+    spec: &BlockSpec,
+    channels: i64,
+    heads: i64,
+    depth: usize,
+    context_dim: i64,
+) -> Result<Transformer2D> {
+    let t = TransformerSpec {
+        channels,
+        heads,
+        depth,
+        context_dim,
+        groups: spec.groups,
+        linear_projection: spec.linear_projection,
+    };
     Transformer2D::load(node, &t)
 }
 
@@ -43,7 +57,15 @@ pub struct DownBlock {
 
 impl DownBlock {
     #[allow(clippy::too_many_arguments)]
-    pub fn load(node: &Node, spec: &BlockSpec, in_ch: i64, out_ch: i64, layers: usize, cross: Option<CrossAttention>, downsample: bool) -> Result<Self> {
+    pub fn load(
+        node: &Node,
+        spec: &BlockSpec,
+        in_ch: i64,
+        out_ch: i64,
+        layers: usize,
+        cross: Option<CrossAttention>,
+        downsample: bool,
+    ) -> Result<Self> {
         let path = node.register();
         let mut resnets = Vec::new();
         let mut attentions = Vec::new();
@@ -51,7 +73,14 @@ impl DownBlock {
             let cin = if i == 0 { in_ch } else { out_ch };
             resnets.push(ResnetBlock2D::load(&node.item("resnets", i), &resnet_spec(spec, cin, out_ch))?);
             if let Some(x) = cross {
-                attentions.push(load_transformer(&node.item("attentions", i), spec, out_ch, x.heads, x.depth, x.context_dim)?);
+                attentions.push(load_transformer(
+                    &node.item("attentions", i),
+                    spec,
+                    out_ch,
+                    x.heads,
+                    x.depth,
+                    x.context_dim,
+                )?);
             }
         }
         let downsampler = if downsample {
@@ -65,7 +94,13 @@ impl DownBlock {
     }
 
     /// Returns the block output and the skip connections it hands to the up blocks.
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor, taps: &mut Taps) -> Result<(Tensor, Vec<Tensor>)> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        temb: &Tensor,
+        context: &Tensor,
+        taps: &mut Taps,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
         let mut h = x.shallow_clone();
         let mut skips = Vec::new();
         for (i, resnet) in self.resnets.iter().enumerate() {
@@ -136,7 +171,14 @@ pub struct UpChannels {
 }
 
 impl UpBlock {
-    pub fn load(node: &Node, spec: &BlockSpec, ch: UpChannels, layers: usize, cross: Option<CrossAttention>, upsample: bool) -> Result<Self> {
+    pub fn load(
+        node: &Node,
+        spec: &BlockSpec,
+        ch: UpChannels,
+        layers: usize,
+        cross: Option<CrossAttention>,
+        upsample: bool,
+    ) -> Result<Self> {
         let path = node.register();
         let mut resnets = Vec::new();
         let mut attentions = Vec::new();
@@ -145,7 +187,14 @@ impl UpBlock {
             let cin = if i == 0 { ch.prev_out_ch } else { ch.out_ch };
             resnets.push(ResnetBlock2D::load(&node.item("resnets", i), &resnet_spec(spec, cin + skip, ch.out_ch))?);
             if let Some(x) = cross {
-                attentions.push(load_transformer(&node.item("attentions", i), spec, ch.out_ch, x.heads, x.depth, x.context_dim)?);
+                attentions.push(load_transformer(
+                    &node.item("attentions", i),
+                    spec,
+                    ch.out_ch,
+                    x.heads,
+                    x.depth,
+                    x.context_dim,
+                )?);
             }
         }
         let upsampler = if upsample {
@@ -163,10 +212,21 @@ impl UpBlock {
     }
 
     /// `skips` are consumed from the end; `upsample_to` is the spatial size of the next skip connection.
-    pub fn forward(&self, x: &Tensor, skips: &mut Vec<Tensor>, temb: &Tensor, context: &Tensor, upsample_to: Option<(i64, i64)>, taps: &mut Taps) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        skips: &mut Vec<Tensor>,
+        temb: &Tensor,
+        context: &Tensor,
+        upsample_to: Option<(i64, i64)>,
+        taps: &mut Taps,
+    ) -> Result<Tensor> {
         let mut h = x.shallow_clone();
         for (i, resnet) in self.resnets.iter().enumerate() {
-            let skip = skips.pop().ok_or_else(|| crate::error::Error::Shape { context: self.path.clone(), why: "ran out of skip connections".into() })?;
+            let skip = skips.pop().ok_or_else(|| crate::error::Error::Shape {
+                context: self.path.clone(),
+                why: "ran out of skip connections".into(),
+            })?;
             h = Tensor::f_cat(&[h, skip], 1)?;
             h = resnet.forward(&h, Some(temb), taps)?;
             if let Some(attn) = self.attentions.get(i) {

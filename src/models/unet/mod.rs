@@ -53,7 +53,10 @@ impl UNet {
         let p = config_path;
         let n_blocks = cfg.block_out_channels.len();
         if cfg.down_block_types.len() != n_blocks || cfg.up_block_types.len() != n_blocks {
-            return Err(unsupported(p, "down_block_types, up_block_types and block_out_channels must have the same length"));
+            return Err(unsupported(
+                p,
+                "down_block_types, up_block_types and block_out_channels must have the same length",
+            ));
         }
         for (what, value) in [
             ("class_embed_type", &cfg.class_embed_type),
@@ -64,10 +67,19 @@ impl UNet {
                 return Err(unsupported(p, format!("{what} = {v:?}")));
             }
         }
-        if cfg.num_class_embeds.is_some() || cfg.encoder_hid_dim.is_some() || cfg.time_cond_proj_dim.is_some() || cfg.dual_cross_attention {
-            return Err(unsupported(p, "class embeddings, encoder_hid_dim, time_cond_proj_dim and dual cross-attention are not supported"));
+        if cfg.num_class_embeds.is_some()
+            || cfg.encoder_hid_dim.is_some()
+            || cfg.time_cond_proj_dim.is_some()
+            || cfg.dual_cross_attention
+        {
+            return Err(unsupported(
+                p,
+                "class embeddings, encoder_hid_dim, time_cond_proj_dim and dual cross-attention are not supported",
+            ));
         }
-        if cfg.only_cross_attention.as_ref().is_some_and(|o| o.expand(n_blocks, "only_cross_attention", p).map(|v| v.iter().any(|&b| b)).unwrap_or(true)) {
+        if cfg.only_cross_attention.as_ref().is_some_and(|o| {
+            o.expand(n_blocks, "only_cross_attention", p).map(|v| v.iter().any(|&b| b)).unwrap_or(true)
+        }) {
             return Err(unsupported(p, "only_cross_attention"));
         }
         if cfg.conv_in_kernel.is_some_and(|k| k != 3) || cfg.conv_out_kernel.is_some_and(|k| k != 3) {
@@ -78,7 +90,11 @@ impl UNet {
         let cross_dims = cfg.cross_attention_dim.expand(n_blocks, "cross_attention_dim", p)?;
         let depths = cfg.transformer_layers_per_block.expand(n_blocks, "transformer_layers_per_block", p)?;
         // diffusers reads `attention_head_dim` as the number of heads when `num_attention_heads` is absent.
-        let heads_cfg = cfg.num_attention_heads.clone().or_else(|| cfg.attention_head_dim.clone()).ok_or_else(|| unsupported(p, "neither num_attention_heads nor attention_head_dim is set"))?;
+        let heads_cfg = cfg
+            .num_attention_heads
+            .clone()
+            .or_else(|| cfg.attention_head_dim.clone())
+            .ok_or_else(|| unsupported(p, "neither num_attention_heads nor attention_head_dim is set"))?;
         let heads = heads_cfg.expand(n_blocks, "num_attention_heads", p)?;
 
         let registry = RefCell::new(Vec::new());
@@ -93,9 +109,16 @@ impl UNet {
             None => None,
             Some("text_time") => {
                 root.child("add_time_proj").register();
-                let add_time_dim = cfg.addition_time_embed_dim.ok_or_else(|| unsupported(p, "text_time needs addition_time_embed_dim"))?;
-                let in_dim = cfg.projection_class_embeddings_input_dim.ok_or_else(|| unsupported(p, "text_time needs projection_class_embeddings_input_dim"))?;
-                Some(TextTime { add_time_dim, add_embedding: TimestepEmbedding::load(&root.child("add_embedding"), in_dim, temb)? })
+                let add_time_dim = cfg
+                    .addition_time_embed_dim
+                    .ok_or_else(|| unsupported(p, "text_time needs addition_time_embed_dim"))?;
+                let in_dim = cfg
+                    .projection_class_embeddings_input_dim
+                    .ok_or_else(|| unsupported(p, "text_time needs projection_class_embeddings_input_dim"))?;
+                Some(TextTime {
+                    add_time_dim,
+                    add_embedding: TimestepEmbedding::load(&root.child("add_embedding"), in_dim, temb)?,
+                })
             }
             Some(other) => return Err(unsupported(p, format!("addition_embed_type = {other:?}"))),
         };
@@ -107,7 +130,11 @@ impl UNet {
                 other => Err(unsupported(p, format!("block type {other} (supported: DownBlock2D, CrossAttnDownBlock2D, UpBlock2D, CrossAttnUpBlock2D)"))),
             }
         };
-        let cross_at = |i: usize, depth: i64, heads: i64| CrossAttention { heads, depth: depth as usize, context_dim: cross_dims[i] };
+        let cross_at = |i: usize, depth: i64, heads: i64| CrossAttention {
+            heads,
+            depth: depth as usize,
+            context_dim: cross_dims[i],
+        };
 
         let mut down_blocks = Vec::new();
         let mut out_ch = c0;
@@ -115,19 +142,33 @@ impl UNet {
             let in_ch = out_ch;
             out_ch = cfg.block_out_channels[i];
             let cross = is_cross(kind)?.then(|| cross_at(i, depths[i], heads[i]));
-            let block = DownBlock::load(&root.item("down_blocks", i), &spec, in_ch, out_ch, layers[i] as usize, cross, i + 1 < n_blocks)?;
+            let block = DownBlock::load(
+                &root.item("down_blocks", i),
+                &spec,
+                in_ch,
+                out_ch,
+                layers[i] as usize,
+                cross,
+                i + 1 < n_blocks,
+            )?;
             down_blocks.push(block);
         }
 
         let last = n_blocks - 1;
         let mid_block = match cfg.mid_block_type.as_deref() {
-            Some("UNetMidBlock2DCrossAttn") => Some(MidBlock::load(&root.child("mid_block"), &spec, cfg.block_out_channels[last], Some(cross_at(last, depths[last], heads[last])))?),
+            Some("UNetMidBlock2DCrossAttn") => Some(MidBlock::load(
+                &root.child("mid_block"),
+                &spec,
+                cfg.block_out_channels[last],
+                Some(cross_at(last, depths[last], heads[last])),
+            )?),
             None => None,
             Some(other) => return Err(unsupported(p, format!("mid_block_type {other}"))),
         };
 
         let rev_channels: Vec<i64> = cfg.block_out_channels.iter().rev().copied().collect();
-        let rev_depths: Vec<i64> = cfg.reverse_transformer_layers_per_block.clone().unwrap_or_else(|| depths.iter().rev().copied().collect());
+        let rev_depths: Vec<i64> =
+            cfg.reverse_transformer_layers_per_block.clone().unwrap_or_else(|| depths.iter().rev().copied().collect());
         let mut up_blocks = Vec::new();
         let mut out_ch = rev_channels[0];
         for (i, kind) in cfg.up_block_types.iter().enumerate() {
@@ -135,9 +176,20 @@ impl UNet {
             out_ch = rev_channels[i];
             let in_ch = rev_channels[(i + 1).min(last)];
             let j = last - i;
-            let cross = is_cross(kind)?.then(|| CrossAttention { heads: heads[j], depth: rev_depths[i] as usize, context_dim: cross_dims[j] });
+            let cross = is_cross(kind)?.then(|| CrossAttention {
+                heads: heads[j],
+                depth: rev_depths[i] as usize,
+                context_dim: cross_dims[j],
+            });
             let ch = UpChannels { in_ch, out_ch, prev_out_ch };
-            up_blocks.push(UpBlock::load(&root.item("up_blocks", i), &spec, ch, layers[j] as usize + 1, cross, i < last)?);
+            up_blocks.push(UpBlock::load(
+                &root.item("up_blocks", i),
+                &spec,
+                ch,
+                layers[j] as usize + 1,
+                cross,
+                i < last,
+            )?);
         }
         let norm_node = root.child("conv_norm_out");
         let conv_norm_out = (norm_node.register(), GroupNorm::load(&norm_node.vb, groups, c0, cfg.norm_eps)?);
@@ -145,7 +197,19 @@ impl UNet {
         let conv_out_node = root.child("conv_out");
         let conv_out = (conv_out_node.register(), Conv2d::load(&conv_out_node.vb, c0, cfg.out_channels, 3, 1, 1)?);
         let positions = registry.into_inner();
-        Ok(Self { time_proj_dim: c0, config, conv_in, time_embedding, text_time, down_blocks, mid_block, up_blocks, conv_norm_out, conv_out, positions })
+        Ok(Self {
+            time_proj_dim: c0,
+            config,
+            conv_in,
+            time_embedding,
+            text_time,
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out,
+            conv_out,
+            positions,
+        })
     }
 
     /// Every valid position, in module-tree order.
@@ -157,7 +221,14 @@ impl UNet {
     ///
     /// # Shapes
     /// `sample: [B, C, h, w]`, `context: [B, S, D]` → noise prediction `[B, C_out, h, w]`
-    pub fn forward(&self, sample: &Tensor, timestep: f64, context: &Tensor, added: Option<AddedConditioning>, taps: &mut Taps) -> Result<Option<Tensor>> {
+    pub fn forward(
+        &self,
+        sample: &Tensor,
+        timestep: f64,
+        context: &Tensor,
+        added: Option<AddedConditioning>,
+        taps: &mut Taps,
+    ) -> Result<Option<Tensor>> {
         match self.forward_inner(sample, timestep, context, added, taps) {
             Ok(out) => Ok(Some(out)),
             Err(Error::Halted) => Ok(None),
@@ -165,26 +236,48 @@ impl UNet {
         }
     }
 
-    fn forward_inner(&self, sample: &Tensor, timestep: f64, context: &Tensor, added: Option<AddedConditioning>, taps: &mut Taps) -> Result<Tensor> {
+    fn forward_inner(
+        &self,
+        sample: &Tensor,
+        timestep: f64,
+        context: &Tensor,
+        added: Option<AddedConditioning>,
+        taps: &mut Taps,
+    ) -> Result<Tensor> {
         let size = sample.size();
         if size.len() != 4 || size[1] != self.config.in_channels {
-            return Err(Error::Shape { context: "U-Net input".into(), why: format!("expected [B, {}, h, w], got {size:?}", self.config.in_channels) });
+            return Err(Error::Shape {
+                context: "U-Net input".into(),
+                why: format!("expected [B, {}, h, w], got {size:?}", self.config.in_channels),
+            });
         }
         let batch = size[0];
         let dtype = sample.kind();
         let t = Tensor::f_full([batch], timestep, (Kind::Float, sample.device()))?;
-        let t_features = taps.visit("time_proj", timestep_features(&t, self.time_proj_dim, self.config.flip_sin_to_cos, self.config.freq_shift)?)?;
+        let t_features = taps.visit(
+            "time_proj",
+            timestep_features(&t, self.time_proj_dim, self.config.flip_sin_to_cos, self.config.freq_shift)?,
+        )?;
         let mut emb = self.time_embedding.forward(&t_features.f_to_kind(dtype)?, taps)?;
         match (&self.text_time, added) {
             (Some(tt), Some(added)) => {
                 let ids = added.time_ids.f_flatten(0, -1)?;
-                let time_features = timestep_features(&ids, tt.add_time_dim, self.config.flip_sin_to_cos, self.config.freq_shift)?;
+                let time_features =
+                    timestep_features(&ids, tt.add_time_dim, self.config.flip_sin_to_cos, self.config.freq_shift)?;
                 let time_features = taps.visit("add_time_proj", time_features)?.f_reshape([batch, -1])?;
-                let add_in = Tensor::f_cat(&[added.text_embeds.shallow_clone(), time_features.f_to_kind(added.text_embeds.kind())?], -1)?;
+                let add_in = Tensor::f_cat(
+                    &[added.text_embeds.shallow_clone(), time_features.f_to_kind(added.text_embeds.kind())?],
+                    -1,
+                )?;
                 let aug = tt.add_embedding.forward(&add_in.f_to_kind(dtype)?, taps)?;
                 emb = emb.f_add(&aug)?;
             }
-            (Some(_), None) => return Err(Error::invalid("U-Net conditioning", "this U-Net (addition_embed_type = text_time) needs text_embeds and time_ids")),
+            (Some(_), None) => {
+                return Err(Error::invalid(
+                    "U-Net conditioning",
+                    "this U-Net (addition_embed_type = text_time) needs text_embeds and time_ids",
+                ))
+            }
             (None, _) => {}
         }
 

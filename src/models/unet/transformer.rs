@@ -58,7 +58,14 @@ impl BasicTransformerBlock {
             let n = node.child(name);
             Ok((n.register(), LayerNorm::load(&n.vb, dim, 1e-5)?))
         };
-        let spec = |context_dim| AttentionSpec { query_dim: dim, context_dim, heads, head_dim, qkv_bias: false, spatial_norm: None };
+        let spec = |context_dim| AttentionSpec {
+            query_dim: dim,
+            context_dim,
+            heads,
+            head_dim,
+            qkv_bias: false,
+            spatial_norm: None,
+        };
         Ok(Self {
             path,
             norm1: norm("norm1")?,
@@ -124,7 +131,15 @@ impl Transformer2D {
         };
         let proj_in = projection("proj_in")?;
         let blocks = (0..spec.depth)
-            .map(|i| BasicTransformerBlock::load(&node.item("transformer_blocks", i), c, spec.heads, head_dim, spec.context_dim))
+            .map(|i| {
+                BasicTransformerBlock::load(
+                    &node.item("transformer_blocks", i),
+                    c,
+                    spec.heads,
+                    head_dim,
+                    spec.context_dim,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let proj_out = projection("proj_out")?;
         Ok(Self { path, norm, proj_in, blocks, proj_out })
@@ -136,7 +151,8 @@ impl Transformer2D {
         let size = x.size();
         let (b, c, h, w) = (size[0], size[1], size[2], size[3]);
         let to_tokens = |t: &Tensor| -> Result<Tensor> { Ok(t.f_permute([0, 2, 3, 1])?.f_reshape([b, h * w, c])?) };
-        let to_grid = |t: &Tensor| -> Result<Tensor> { Ok(t.f_reshape([b, h, w, c])?.f_permute([0, 3, 1, 2])?.f_contiguous()?) };
+        let to_grid =
+            |t: &Tensor| -> Result<Tensor> { Ok(t.f_reshape([b, h, w, c])?.f_permute([0, 3, 1, 2])?.f_contiguous()?) };
         let normed = taps.visit(&self.norm.0, self.norm.1.forward(x)?)?;
         let mut tokens = match &self.proj_in.1 {
             Projection::Conv(conv) => to_tokens(&taps.visit(&self.proj_in.0, conv.forward(&normed)?)?)?,

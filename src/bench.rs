@@ -1,0 +1,632 @@
+//! `sdscope bench`: extraction speed, load time and peak memory against diffusers, on an SD1.5-architecture
+//! pipeline with random weights, at 512×512 on the CPU.
+//!
+//! [`run`] builds the pipeline once (with `tests/bench/make_random_sd15.py`), writes a test image, and then
+//! measures three cases (`mid_block`, `up_blocks[1]`, and every top-level position), each side of each case in a
+//! fresh process so that peak memory is that of one extraction job: sdscope through a hidden worker subcommand
+//! of the current executable ([`WORKER_SUBCOMMAND`], handled by [`worker`]), diffusers through
+//! `tests/bench/diffusers_extract.py`. Both scripts are compiled into the binary and written to the work folder.
+
+use crate::error::{Error, Result};
+use crate::extract::ExtractRequest;
+use crate::hub::component_weights;
+use crate::image_io::{load_image, PreparedImage};
+use crate::pipeline::{LoadOptions, Pipeline};
+use crate::weights::Weights;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+use tch::Kind;
+
+/// The subcommand under which the executable must dispatch to [`worker`] (with [`WorkerArgs`] as its flags).
+pub const WORKER_SUBCOMMAND: &str = "bench-worker";
+
+/// The worker's `--positions` value that stands for every top-level position (those without a dot).
+pub const TOP_LEVEL: &str = "top-level";
+
+const MAKE_SCRIPT: (&str, &str) = ("make_random_sd15.py", include_str!("../tests/bench/make_random_sd15.py"));
+const DIFFUSERS_SCRIPT: (&str, &str) = ("diffusers_extract.py", include_str!("../tests/bench/diffusers_extract.py"));
+
+/// The goals of the issue: full pass no slower than diffusers, `mid_block` at most 0.6× diffusers' time,
+/// peak memory at most 1.2× the weights' size.
+const GOAL_FULL: f64 = 1.0;
+const GOAL_MID: f64 = 0.6;
+const GOAL_MEMORY: f64 = 1.2;
+
+/// What `sdscope bench` measures and with what.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Where the random pipeline, the test image and the scripts go (`.sdscope/bench` by default).
+    pub work_dir: PathBuf,
+    /// The Python with torch and diffusers (`.sdscope/venv/bin/python` by default).
+    pub python: PathBuf,
+    /// A CLIP tokenizer folder (vocab.json, merges.txt) for the random pipeline (the sd1 test fixture's).
+    pub tokenizer: PathBuf,
+    /// Benchmark this diffusers folder instead of building the random SD1.5 pipeline.
+    pub model: Option<PathBuf>,
+    /// Extractions per case and side; the best is compared.
+    pub repeats: usize,
+    /// Side of the square test image, a multiple of 8.
+    pub size: i64,
+    /// Measure sdscope only (the random pipeline is still built with Python when missing).
+    pub skip_python: bool,
+    /// Timestep and seed of the extractions.
+    pub timestep: i64,
+    pub seed: i64,
+}
+
+impl Default for BenchOptions {
+    /// Paths are relative to the crate's folder (where `.sdscope/` lives).
+    fn default() -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        Self {
+            work_dir: root.join(".sdscope/bench"),
+            python: root.join(".sdscope/venv/bin/python"),
+            tokenizer: root.join(".sdscope/fixtures/sd1/tokenizer"),
+            model: None,
+            repeats: 3,
+            size: 512,
+            skip_python: false,
+            timestep: 50,
+            seed: 42,
+        }
+    }
+}
+
+/// Flags of the hidden worker subcommand ([`WORKER_SUBCOMMAND`]):
+/// `--model DIR --image PNG --positions P1,P2,… [--repeats N] [--timestep T] [--seed S]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    /// Diffusers pipeline folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Image to extract from.
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Positions, comma-separated; `top-level` stands for every position without a dot.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub positions: Vec<String>,
+    /// Number of timed extractions.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    #[arg(long, default_value_t = 50)]
+    pub timestep: i64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: i64,
+}
+
+/// What one side reports for one case (the JSON both workers print).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SideReport {
+    /// `sdscope` or `diffusers`.
+    pub side: String,
+    /// The positions captured, resolved.
+    pub positions: Vec<String>,
+    /// Seconds to load the pipeline (after imports, for Python).
+    pub load_s: f64,
+    /// Seconds of Python imports before loading (diffusers only).
+    #[serde(default)]
+    pub import_s: Option<f64>,
+    /// Seconds for each extraction: prompt encoding, VAE encoding, noise and the U-Net pass.
+    pub times_s: Vec<f64>,
+    /// Peak resident memory of the process once the pipeline is loaded, and at the end.
+    pub peak_rss_after_load_bytes: Option<u64>,
+    pub peak_rss_bytes: Option<u64>,
+    /// Bytes of the weights the side holds in memory.
+    pub weights_held_bytes: Option<u64>,
+    /// Intra-op threads of torch.
+    pub threads: i64,
+    /// Shape and L2 norm of what was captured at each position (from the last extraction).
+    pub shapes: BTreeMap<String, Vec<i64>>,
+    pub norms: BTreeMap<String, f64>,
+}
+
+impl SideReport {
+    /// The fastest extraction.
+    pub fn best_s(&self) -> f64 {
+        self.times_s.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+
+    /// The median extraction time.
+    pub fn median_s(&self) -> f64 {
+        let mut t = self.times_s.clone();
+        t.sort_by(f64::total_cmp);
+        match t.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => t[n / 2],
+            n => (t[n / 2 - 1] + t[n / 2]) / 2.0,
+        }
+    }
+}
+
+/// The peak resident set size of this process (`VmHWM`), on Linux.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("[bench] {}", msg.as_ref());
+}
+
+fn failed(what: impl Into<String>, why: impl Into<String>) -> Error {
+    Error::invalid(what, why)
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Worker: one side, one case, in its own process
+// ------------------------------------------------------------------------------------------------------------
+
+/// The sdscope side of one case: load the pipeline (timed), extract `repeats` times, print a [`SideReport`] as
+/// JSON on stdout. Meant to run in a fresh process (peak memory is the process').
+pub fn worker(args: &WorkerArgs) -> Result<()> {
+    let report = measure(args)?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+fn measure(args: &WorkerArgs) -> Result<SideReport> {
+    if args.repeats == 0 {
+        return Err(Error::invalid("--repeats", "must be at least 1"));
+    }
+    let model = args.model.to_str().ok_or_else(|| Error::invalid("--model", "the path is not valid UTF-8"))?;
+    let start = Instant::now();
+    let pipe = Pipeline::load_with(model, LoadOptions { progress: false, ..LoadOptions::default() })?;
+    let load_s = start.elapsed().as_secs_f64();
+    let peak_rss_after_load_bytes = peak_rss_bytes();
+    eprintln!("[sdscope] loaded in {load_s:.1} s, peak RSS {}", gib(peak_rss_after_load_bytes));
+
+    let mut wanted = Vec::new();
+    for p in &args.positions {
+        if p == TOP_LEVEL {
+            wanted.extend(pipe.positions().iter().filter(|p| !p.contains('.')).cloned());
+        } else {
+            wanted.push(p.clone());
+        }
+    }
+    let positions = pipe.resolve_positions(&wanted)?;
+    let image = load_image(&args.image, 8)?;
+    let request = ExtractRequest::new(positions.clone()).timestep(args.timestep).seed(args.seed).progress(false);
+    let (mut times_s, mut shapes, mut norms) = (Vec::new(), BTreeMap::new(), BTreeMap::new());
+    for i in 0..args.repeats {
+        let prepared =
+            PreparedImage { pixels: image.pixels.shallow_clone(), size: image.size, resized_from: image.resized_from };
+        let start = Instant::now();
+        let reprs = pipe.extract_prepared(&request, vec![(args.image.display().to_string(), prepared)])?;
+        times_s.push(start.elapsed().as_secs_f64());
+        eprintln!("[sdscope] extraction {}/{}: {:.2} s", i + 1, args.repeats, times_s[i]);
+        if i + 1 == args.repeats {
+            for p in &positions {
+                let t = reprs.image(p, 0)?;
+                shapes.insert(p.clone(), t.size());
+                norms.insert(p.clone(), t.f_to_kind(Kind::Double)?.f_norm()?.f_double_value(&[])?);
+            }
+        }
+    }
+    Ok(SideReport {
+        side: "sdscope".into(),
+        positions,
+        load_s,
+        import_s: None,
+        times_s,
+        peak_rss_after_load_bytes,
+        peak_rss_bytes: peak_rss_bytes(),
+        weights_held_bytes: Some(weight_sizes(&args.model)?.held),
+        threads: tch::get_num_threads() as i64,
+        shapes,
+        norms,
+    })
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Weights' size
+// ------------------------------------------------------------------------------------------------------------
+
+/// Sizes of a pipeline's weights, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct WeightSizes {
+    /// The safetensors files of `unet/`, `vae/` and `text_encoder/` (the goal is stated against this).
+    pub files: u64,
+    pub unet: u64,
+    pub vae: u64,
+    pub text_encoder: u64,
+    /// What sdscope holds in float32: U-Net, text encoder(s), and the VAE's encoder half.
+    pub held: u64,
+}
+
+/// Measure the weights of a diffusers folder (reads only the safetensors headers).
+pub fn weight_sizes(model: &Path) -> Result<WeightSizes> {
+    let mut sizes = WeightSizes { files: 0, unet: 0, vae: 0, text_encoder: 0, held: 0 };
+    for component in ["unet", "vae", "text_encoder", "text_encoder_2"] {
+        let dir = model.join(component);
+        if !dir.is_dir() {
+            continue;
+        }
+        let files = component_weights(&dir)?;
+        let on_disk = files
+            .iter()
+            .map(|f| std::fs::metadata(f).map(|m| m.len()).map_err(|e| Error::io(f, e)))
+            .sum::<Result<u64>>()?;
+        let weights = Weights::open(&files, Kind::Float, tch::Device::Cpu)?;
+        let held: i64 = weights
+            .names()
+            .iter()
+            .filter(|n| component != "vae" || n.starts_with("encoder.") || n.starts_with("quant_conv."))
+            .map(|n| weights.shape_of(n).map_or(0, |s| s.iter().product::<i64>()) * 4)
+            .sum();
+        sizes.files += on_disk;
+        sizes.held += held as u64;
+        match component {
+            "unet" => sizes.unet = on_disk,
+            "vae" => sizes.vae = on_disk,
+            _ => sizes.text_encoder += on_disk,
+        }
+    }
+    Ok(sizes)
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Orchestration
+// ------------------------------------------------------------------------------------------------------------
+
+/// A smooth test picture: colour gradients, a soft disc and a hard-edged bar (as the test fixtures draw).
+pub fn test_picture(size: u32) -> image::RgbImage {
+    let s = (size.max(2) - 1) as f64;
+    image::RgbImage::from_fn(size, size, |x, y| {
+        let (xf, yf) = (x as f64, y as f64);
+        let (u, v) = (xf / s, yf / s);
+        let mut rgb = [
+            0.5 + 0.5 * (2.0 * std::f64::consts::PI * u).sin(),
+            v,
+            0.5 + 0.4 * (std::f64::consts::PI * u * v * 3.0).cos(),
+        ];
+        let (cx, cy, rad) = (0.35 * size as f64, 0.55 * size as f64, 0.22 * size as f64);
+        let d = ((xf - cx).powi(2) + (yf - cy).powi(2)).sqrt();
+        let disc = ((rad - d) / 3.0 + 0.5).clamp(0.0, 1.0);
+        for (c, target) in rgb.iter_mut().zip([0.95, 0.85, 0.1]) {
+            *c = *c * (1.0 - disc) + target * disc;
+        }
+        let n = size as f64;
+        if xf > 0.62 * n && xf < 0.8 * n && yf > 0.15 * n && yf < 0.85 * n {
+            rgb = [0.1, 0.2, 0.7];
+        }
+        image::Rgb(rgb.map(|c| (c * 255.0).round().clamp(0.0, 255.0) as u8))
+    })
+}
+
+/// Write a script compiled into the binary to `dir` (when it differs) and return its path.
+fn write_script(dir: &Path, (name, text): (&str, &str)) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join(name);
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
+        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(path)
+}
+
+/// Run a command with stderr passed through; return its stdout.
+fn run_captured(mut command: Command, what: &str) -> Result<Vec<u8>> {
+    let program = PathBuf::from(command.get_program());
+    let output = command.stdin(Stdio::null()).stderr(Stdio::inherit()).output().map_err(|e| Error::io(&program, e))?;
+    if !output.status.success() {
+        return Err(failed(what, format!("`{}` failed ({})", program.display(), output.status)));
+    }
+    Ok(output.stdout)
+}
+
+fn parse_report(stdout: &[u8], what: &str) -> Result<SideReport> {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| failed(what, "printed no JSON report"))?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| Error::io(path, e))
+}
+
+/// One measured case.
+struct Case {
+    name: &'static str,
+    sdscope: SideReport,
+    diffusers: Option<SideReport>,
+}
+
+/// Run the whole benchmark and print its table on stdout (progress on stderr). Takes minutes.
+pub fn run(opts: &BenchOptions) -> Result<()> {
+    if opts.repeats == 0 {
+        return Err(Error::invalid("repeats", "must be at least 1"));
+    }
+    if opts.size <= 0 || opts.size % 8 != 0 {
+        return Err(Error::invalid("size", format!("{} is not a positive multiple of 8", opts.size)));
+    }
+    let work_dir = absolute(&opts.work_dir)?;
+    let scripts = work_dir.join("scripts");
+    std::fs::create_dir_all(&work_dir).map_err(|e| Error::io(&work_dir, e))?;
+
+    let model = match &opts.model {
+        Some(m) => absolute(m)?,
+        None => {
+            let model = work_dir.join("sd15-random");
+            if !model.join(".complete").is_file() {
+                log(format!("building the random-weight SD1.5 pipeline in {} (a few minutes)", model.display()));
+            }
+            let mut cmd = Command::new(&opts.python);
+            cmd.arg(write_script(&scripts, MAKE_SCRIPT)?).arg(&model).arg(absolute(&opts.tokenizer)?);
+            run_captured(cmd, "building the random SD1.5 pipeline")?;
+            model
+        }
+    };
+    let image = work_dir.join(format!("picture_{}.png", opts.size));
+    if !image.is_file() {
+        test_picture(opts.size as u32)
+            .save(&image)
+            .map_err(|e| failed(format!("writing {}", image.display()), e.to_string()))?;
+    }
+    let sizes = weight_sizes(&model)?;
+    log(format!(
+        "model {}: {} of weights in files, {} held by sdscope",
+        model.display(),
+        gib(Some(sizes.files)),
+        gib(Some(sizes.held))
+    ));
+
+    let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;
+    let diffusers_script = if opts.skip_python { None } else { Some(write_script(&scripts, DIFFUSERS_SCRIPT)?) };
+    let mut cases = Vec::new();
+    for (name, positions) in
+        [("mid_block", "mid_block"), ("up_blocks[1]", "up_blocks[1]"), ("all top-level", TOP_LEVEL)]
+    {
+        log(format!("{name}: sdscope, {} extractions in a fresh process", opts.repeats));
+        let mut cmd = Command::new(&exe);
+        cmd.arg(WORKER_SUBCOMMAND)
+            .arg("--model")
+            .arg(&model)
+            .arg("--image")
+            .arg(&image)
+            .arg("--positions")
+            .arg(positions);
+        cmd.arg("--repeats")
+            .arg(opts.repeats.to_string())
+            .arg("--timestep")
+            .arg(opts.timestep.to_string())
+            .arg("--seed")
+            .arg(opts.seed.to_string());
+        let what = format!("sdscope worker ({name})");
+        let sdscope = parse_report(&run_captured(cmd, &what)?, &what)?;
+        let diffusers = match &diffusers_script {
+            None => None,
+            Some(script) => {
+                log(format!("{name}: diffusers, {} extractions in a fresh process", opts.repeats));
+                let mut cmd = Command::new(&opts.python);
+                cmd.arg(script).arg(&model).arg(&image).arg("--positions").arg(sdscope.positions.join(","));
+                cmd.arg("--repeats")
+                    .arg(opts.repeats.to_string())
+                    .arg("--timestep")
+                    .arg(opts.timestep.to_string())
+                    .arg("--seed")
+                    .arg(opts.seed.to_string());
+                let what = format!("diffusers worker ({name})");
+                Some(parse_report(&run_captured(cmd, &what)?, &what)?)
+            }
+        };
+        if let Some(d) = &diffusers {
+            check_agreement(name, &sdscope, d)?;
+        }
+        cases.push(Case { name, sdscope, diffusers });
+    }
+    print!("{}", render(opts, &model, &sizes, &cases));
+    Ok(())
+}
+
+/// Both sides must have captured the same shapes; the norms say whether they computed the same thing.
+fn check_agreement(name: &str, ours: &SideReport, theirs: &SideReport) -> Result<()> {
+    if ours.shapes != theirs.shapes {
+        return Err(failed(
+            format!("bench case {name}"),
+            format!("captured shapes differ: sdscope {:?}, diffusers {:?}", ours.shapes, theirs.shapes),
+        ));
+    }
+    let worst = worst_norm_difference(ours, theirs);
+    if worst.1 > 1e-3 {
+        log(format!("warning: {name}: at `{}` the output norms differ by {:.1e} (relative)", worst.0, worst.1));
+    }
+    Ok(())
+}
+
+fn worst_norm_difference(ours: &SideReport, theirs: &SideReport) -> (String, f64) {
+    let mut worst = (String::new(), 0.0);
+    for (p, &a) in &ours.norms {
+        let b = theirs.norms.get(p).copied().unwrap_or(f64::NAN);
+        let rel = (a - b).abs() / b.abs().max(f64::MIN_POSITIVE);
+        if !(rel <= worst.1) {
+            worst = (p.clone(), rel);
+        }
+    }
+    worst
+}
+
+fn gib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "n/a".to_string(), |b| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64))
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn render(opts: &BenchOptions, model: &Path, sizes: &WeightSizes, cases: &[Case]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let threads = cases.first().map_or(0, |c| c.sdscope.threads);
+    let py_threads = cases.iter().find_map(|c| c.diffusers.as_ref().map(|d| d.threads));
+    let _ = writeln!(
+        s,
+        "\nsdscope bench: {} at {}×{} on the CPU, best of {} extractions per case",
+        model.display(),
+        opts.size,
+        opts.size,
+        opts.repeats
+    );
+    let _ =
+        writeln!(s, "torch threads: sdscope {threads}, diffusers {}", py_threads.map_or("-".into(), |t| t.to_string()));
+    let _ = writeln!(
+        s,
+        "weights: {} in files (unet {}, vae {}, text encoder {}); sdscope holds {} (no VAE decoder)\n",
+        gib(Some(sizes.files)),
+        gib(Some(sizes.unet)),
+        gib(Some(sizes.vae)),
+        gib(Some(sizes.text_encoder)),
+        gib(Some(sizes.held))
+    );
+    let _ = writeln!(
+        s,
+        "{:<22} {:>10} {:>10} {:>8} {:>13}   goal",
+        "extraction", "sdscope", "diffusers", "ratio", "median ratio"
+    );
+    let mut goals: Vec<(String, bool)> = Vec::new();
+    for case in cases {
+        let label = if case.sdscope.positions.len() > 1 {
+            format!("{} ({})", case.name, case.sdscope.positions.len())
+        } else {
+            case.name.to_string()
+        };
+        let ours = case.sdscope.best_s();
+        let (theirs, ratio, median_ratio) = match &case.diffusers {
+            Some(d) => {
+                (format!("{:.2} s", d.best_s()), Some(ours / d.best_s()), Some(case.sdscope.median_s() / d.median_s()))
+            }
+            None => ("-".into(), None, None),
+        };
+        let goal = match case.name {
+            "mid_block" => Some(GOAL_MID),
+            "all top-level" => Some(GOAL_FULL),
+            _ => None,
+        };
+        let goal_text = match (goal, ratio) {
+            (Some(g), Some(r)) => {
+                goals.push((format!("{} ≤ {g:.1}× diffusers", case.name), r <= g));
+                format!("≤ {g:.1}×: {}", verdict(r <= g))
+            }
+            (Some(g), None) => format!("≤ {g:.1}×"),
+            _ => String::new(),
+        };
+        let fmt_ratio = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}×"));
+        let _ = writeln!(
+            s,
+            "{label:<22} {:>10} {theirs:>10} {:>8} {:>13}   {goal_text}",
+            format!("{ours:.2} s"),
+            fmt_ratio(ratio),
+            fmt_ratio(median_ratio)
+        );
+    }
+    let load = |f: &dyn Fn(&Case) -> Option<f64>| {
+        let v: Vec<f64> = cases.iter().filter_map(f).collect();
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.1} s", median(v))
+        }
+    };
+    let _ = writeln!(
+        s,
+        "\nload time (median of {} processes): sdscope {}, diffusers {} (+ {} of Python imports)",
+        cases.len(),
+        load(&|c| Some(c.sdscope.load_s)),
+        load(&|c| c.diffusers.as_ref().map(|d| d.load_s)),
+        load(&|c| c.diffusers.as_ref().and_then(|d| d.import_s))
+    );
+    let _ = writeln!(
+        s,
+        "\npeak memory (VmHWM / ru_maxrss), and as a multiple of the weights' files ({}):",
+        gib(Some(sizes.files))
+    );
+    let _ = writeln!(s, "{:<22} {:>22} {:>22}", "process", "sdscope", "diffusers");
+    let mult = |b: Option<u64>| {
+        b.map_or_else(|| "-".to_string(), |b| format!("{} ({:.2}×)", gib(Some(b)), b as f64 / sizes.files as f64))
+    };
+    let _ = writeln!(
+        s,
+        "{:<22} {:>22} {:>22}",
+        "after loading",
+        mult(cases.iter().filter_map(|c| c.sdscope.peak_rss_after_load_bytes).max()),
+        mult(cases.iter().filter_map(|c| c.diffusers.as_ref()?.peak_rss_after_load_bytes).max())
+    );
+    for case in cases {
+        let _ = writeln!(
+            s,
+            "{:<22} {:>22} {:>22}",
+            case.name,
+            mult(case.sdscope.peak_rss_bytes),
+            mult(case.diffusers.as_ref().and_then(|d| d.peak_rss_bytes))
+        );
+    }
+    if let Some(peak) = cases.iter().filter_map(|c| c.sdscope.peak_rss_bytes).max() {
+        goals.push((
+            format!("sdscope peak memory ≤ {GOAL_MEMORY:.1}× the weights"),
+            peak as f64 <= GOAL_MEMORY * sizes.files as f64,
+        ));
+    }
+    let agreement: Vec<String> = cases
+        .iter()
+        .filter_map(|c| c.diffusers.as_ref().map(|d| (c.name, worst_norm_difference(&c.sdscope, d))))
+        .map(|(n, (p, r))| format!("{n} {r:.1e} (at {p})"))
+        .collect();
+    if !agreement.is_empty() {
+        let _ =
+            writeln!(s, "\nsame outputs: largest relative difference of the captured norms: {}", agreement.join(", "));
+    }
+    let _ = writeln!(s, "\ngoals:");
+    for (goal, ok) in &goals {
+        let _ = writeln!(s, "  {goal}: {}", verdict(*ok));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picture_is_smooth_and_sized() {
+        let img = test_picture(64);
+        assert_eq!(img.dimensions(), (64, 64));
+        // the bar is solid blue
+        assert_eq!(img.get_pixel(45, 32).0, [26, 51, 179]);
+    }
+
+    #[test]
+    fn report_statistics() {
+        let r = SideReport {
+            side: "x".into(),
+            positions: vec![],
+            load_s: 0.0,
+            import_s: None,
+            times_s: vec![3.0, 1.0, 2.0, 5.0],
+            peak_rss_after_load_bytes: None,
+            peak_rss_bytes: None,
+            weights_held_bytes: None,
+            threads: 1,
+            shapes: BTreeMap::new(),
+            norms: BTreeMap::new(),
+        };
+        assert_eq!(r.best_s(), 1.0);
+        assert_eq!(r.median_s(), 2.5);
+        assert!(peak_rss_bytes().is_some_and(|b| b > 0));
+    }
+}

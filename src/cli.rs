@@ -1,0 +1,110 @@
+//! The subcommands behind `sdscope`, as thin wrappers over the library.
+
+use sdscope::extract::ExtractRequest;
+use sdscope::hub::resolve;
+use sdscope::pipeline::{load_tokenizers, load_unet, resolve_positions, LoadOptions, Pipeline};
+use sdscope::taps::Taps;
+use sdscope::{Error, Result};
+use std::path::PathBuf;
+use tch::{Kind, Tensor};
+
+pub struct ExtractArgs {
+    pub model: String,
+    pub image: PathBuf,
+    pub positions: Vec<String>,
+    pub timestep: i64,
+    pub seed: i64,
+    pub prompt: String,
+    pub out: PathBuf,
+    pub whole_pass: bool,
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {}
+
+#[derive(clap::Args)]
+pub struct BenchWorkerArgs {}
+
+/// `sdscope positions`: one dummy pass at SIZE×SIZE capturing every module, printing `path<TAB>shape`.
+pub fn positions(model: &str, size: i64) -> Result<()> {
+    if size <= 0 || size % 8 != 0 {
+        return Err(Error::invalid("--size", format!("{size} must be a positive multiple of 8")));
+    }
+    let source = resolve(model)?;
+    let unet = load_unet(&source, &LoadOptions::default())?;
+    let cfg = &unet.config;
+    let latent = size / 8;
+    let sample = Tensor::f_zeros([1, cfg.in_channels, latent, latent], (Kind::Float, tch::Device::Cpu))?;
+    let context_dim = match &cfg.cross_attention_dim {
+        sdscope::config::PerBlock::One(d) => *d,
+        sdscope::config::PerBlock::Each(v) => v.first().copied().unwrap_or(768),
+    };
+    let context = Tensor::f_zeros([1, 77, context_dim], (Kind::Float, tch::Device::Cpu))?;
+    let time_ids =
+        Tensor::from_slice(&[size as f32, size as f32, 0.0, 0.0, size as f32, size as f32]).f_unsqueeze(0)?;
+    let text_embeds = match (cfg.projection_class_embeddings_input_dim, cfg.addition_time_embed_dim) {
+        (Some(total), Some(t)) => Some(Tensor::f_zeros([1, total - 6 * t], (Kind::Float, tch::Device::Cpu))?),
+        _ => None,
+    };
+    let added =
+        text_embeds.as_ref().map(|text_embeds| sdscope::models::AddedConditioning { text_embeds, time_ids: &time_ids });
+    eprintln!("[sdscope] running one {size}×{size} pass to measure output shapes");
+    let mut taps = Taps::capture_all();
+    let _guard = tch::no_grad_guard();
+    unet.forward(&sample, 50.0, &context, added, &mut taps)?;
+    let captured = taps.into_captured();
+    for p in unet.positions() {
+        let shape = captured.get(p).map(|t| format!("{:?}", &t.size()[1..])).unwrap_or_else(|| "?".into());
+        println!("{p}\t{shape}");
+    }
+    Ok(())
+}
+
+/// `sdscope tokens`: ids and token strings per tokenizer.
+pub fn tokens(model: &str, prompt: &str, json: bool) -> Result<()> {
+    let source = resolve(model)?;
+    let tokenizers = load_tokenizers(&source.root)?;
+    let encodings = tokenizers.iter().map(|t| t.encode(prompt)).collect::<Result<Vec<_>>>()?;
+    if json {
+        let out: Vec<_> = encodings.iter().map(|e| serde_json::json!({"ids": e.ids, "tokens": e.tokens})).collect();
+        println!("{}", serde_json::to_string(&out)?);
+        return Ok(());
+    }
+    for (i, (e, t)) in encodings.iter().zip(&tokenizers).enumerate() {
+        println!("tokenizer {}: {} tokens (incl. BOS/EOS), padded to {}", i + 1, e.length, t.max_len());
+        for (j, (id, tok)) in e.ids.iter().zip(&e.tokens).enumerate().take(e.length) {
+            println!("  {j:>3}  {id:>6}  {tok}");
+        }
+        if !e.truncated_words.is_empty() {
+            println!("  truncated: {}", e.truncated_words.join(" "));
+        }
+    }
+    Ok(())
+}
+
+/// `sdscope extract`: one image, one timestep; one float32 tensor per position, keyed as given.
+pub fn extract(args: &ExtractArgs) -> Result<()> {
+    let pipe = Pipeline::load(&args.model)?;
+    let canonical = resolve_positions(pipe.positions(), &args.positions)?;
+    let request = ExtractRequest::new(canonical.clone())
+        .timestep(args.timestep)
+        .seed(args.seed)
+        .prompt(&args.prompt)
+        .whole_pass(args.whole_pass);
+    let reprs = pipe.extract(&request, &[&args.image])?;
+    let mut tensors = Vec::new();
+    for (given, position) in args.positions.iter().zip(&canonical) {
+        tensors.push((given.clone(), reprs.image(position, 0)?.f_get(0)?));
+    }
+    sdscope::tensor_io::save(&args.out, &tensors, None)?;
+    eprintln!("[sdscope] wrote {} positions to {}", tensors.len(), args.out.display());
+    Ok(())
+}
+
+pub fn bench(_args: &BenchArgs) -> Result<()> {
+    Err(Error::invalid("bench", "not wired yet"))
+}
+
+pub fn bench_worker(_args: &BenchWorkerArgs) -> Result<()> {
+    Err(Error::invalid("bench-worker", "not wired yet"))
+}

@@ -1,0 +1,120 @@
+//! The CLI contract: `positions`, `tokens --json`, `extract`, and errors on stderr with a non-zero exit.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+fn sdscope() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sdscope"))
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn positions_lists_every_module_with_shapes() {
+    let dir = pipeline_dir("sdxl");
+    let out = run_ok(sdscope().args(["positions", "--model", dir.to_str().unwrap(), "--size", "64"]));
+    let lines: Vec<(&str, &str)> = out.lines().map(|l| l.split_once('\t').expect("path<TAB>shape")).collect();
+    let case = cases("sdxl").into_iter().find(|c| c.height == 64 && c.width == 64).unwrap();
+    let r = reference("sdxl", &case);
+    assert!(lines.len() > 100);
+    for (path, shape) in &lines {
+        let reference = r.get(&format!("pos/{path}")).unwrap_or_else(|| panic!("diffusers has no `{path}`"));
+        let dims = &reference.size()[1..];
+        // add_time_proj's batch axis is the six time ids; everything else has batch 1 first.
+        if *path != "add_time_proj" {
+            assert_eq!(*shape, format!("{dims:?}"), "{path}");
+        }
+    }
+    for p in ["conv_in", "down_blocks[0]", "mid_block", "up_blocks[1]", "conv_out"] {
+        assert!(lines.iter().any(|(path, _)| path == &p), "missing {p}");
+    }
+}
+
+#[test]
+fn tokens_json_matches_transformers() {
+    let dir = pipeline_dir("sdxl");
+    let refs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference/tokens.json")).unwrap()).unwrap();
+    for i in [1usize, 5, 12] {
+        let text = refs["tokenizer"][i]["text"].as_str().unwrap();
+        let out = run_ok(sdscope().args(["tokens", "--model", dir.to_str().unwrap(), "--prompt", text, "--json"]));
+        let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let got = got.as_array().unwrap();
+        assert_eq!(got.len(), 2, "one object per tokenizer");
+        for (k, name) in ["tokenizer", "tokenizer_2"].iter().enumerate() {
+            let expected = &refs[*name][i];
+            assert_eq!(expected["text"].as_str().unwrap(), text);
+            assert_eq!(got[k]["ids"], expected["ids"], "{name} on {text:?}");
+            assert_eq!(got[k]["tokens"].as_array().unwrap().len(), 77);
+        }
+    }
+}
+
+#[test]
+fn extract_writes_positions_keyed_as_given() {
+    let name = "sd2";
+    let case = cases(name).into_iter().find(|c| c.width != c.height).expect("a non-square case");
+    let r = reference(name, &case);
+    let out = scratch("cli-extract").join("reprs.safetensors");
+    let given = ["mid_block", "up_blocks.1", "down_blocks[1].attentions[0].transformer_blocks[0].attn2"];
+    run_ok(sdscope().args([
+        "extract",
+        "--model",
+        pipeline_dir(name).to_str().unwrap(),
+        "--image",
+        fixtures().join("images").join(&case.image).to_str().unwrap(),
+        "--positions",
+        &given.join(","),
+        "--timestep",
+        &case.timestep.to_string(),
+        "--seed",
+        &case.seed.to_string(),
+        "--prompt",
+        &case.prompt,
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let (tensors, _) = sdscope::tensor_io::load(&out).unwrap();
+    assert_eq!(tensors.len(), given.len());
+    for (key, canonical) in given.iter().zip(["mid_block", "up_blocks[1]", given[2]]) {
+        let ours = &tensors[*key];
+        assert_eq!(ours.kind(), tch::Kind::Float);
+        assert_close(key, ours, &r[&format!("pos/{canonical}")].get(0), 1e-4);
+    }
+}
+
+#[test]
+fn errors_go_to_stderr_with_nonzero_exit() {
+    let hf_home = scratch("cli-offline");
+    let out = sdscope()
+        .args(["positions", "--model", "sdxl-turbo"])
+        .env("HF_HOME", &hf_home)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stabilityai/sdxl-turbo") && stderr.contains("huggingface-cli download"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let out = sdscope().args(["positions", "--model", "no-such-model"]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sdxl-turbo") && stderr.contains("sd1.5"), "lists aliases: {stderr}");
+
+    let out = sdscope()
+        .args(["extract", "--model", pipeline_dir("sd1").to_str().unwrap()])
+        .args(["--image", fixtures().join("images/square.png").to_str().unwrap()])
+        .args(["--positions", "mid_blok", "--out", "/tmp/never.safetensors"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown position `mid_blok`") && stderr.contains("up_blocks[1]"), "{stderr}");
+}
