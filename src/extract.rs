@@ -85,10 +85,12 @@ impl Pipeline {
     /// `torch.manual_seed(seed); dist.sample(); randn_like(...)` in Python).
     pub fn seeded_latents(&self, pixels: &Tensor, seed: i64) -> Result<SeededLatents> {
         let _guard = tch::no_grad_guard();
+        let dist = self.posterior_cache.get_or_encode(pixels, || {
+            self.vae.encode(&pixels.f_to_device(self.options.device)?.f_to_kind(self.vae_dtype())?)
+        })?;
         // The global generator is shared by every thread: hold it from the seed to the last draw.
         let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         tch::manual_seed(seed);
-        let dist = self.vae.encode(&pixels.f_to_device(self.options.device)?.f_to_kind(self.vae_dtype())?)?;
         let mut latents = dist.sample()?;
         if let Some(shift) = self.vae.config.shift_factor {
             latents = latents.f_sub_scalar(shift)?;

@@ -27,6 +27,7 @@ pub static RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub mod extract;
 pub mod image_io;
 pub mod pipeline;
+pub mod posterior_cache;
 pub mod representations;
 pub mod tensor_io;
 

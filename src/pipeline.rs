@@ -5,6 +5,7 @@ use crate::config::{read_json, ClipConfig, SchedulerConfig, UNetConfig, VaeConfi
 use crate::error::{Error, Result};
 use crate::hub::{component_weights, resolve, ModelSource};
 use crate::models::{ClipTextModel, UNet, VaeEncoder};
+use crate::posterior_cache::PosteriorCache;
 use crate::schedulers::NoiseSchedule;
 use crate::taps::normalize_position;
 use crate::tokenizer::{ClipTokenizer, Encoding};
@@ -56,6 +57,8 @@ pub struct Pipeline {
     pub scheduler_config: SchedulerConfig,
     pub noise_schedule: NoiseSchedule,
     pub options: LoadOptions,
+    /// VAE posteriors of recently extracted images (see [`PosteriorCache`]).
+    pub posterior_cache: PosteriorCache,
 }
 
 fn note(options: &LoadOptions, what: &str, start: Instant) {
@@ -149,7 +152,18 @@ impl Pipeline {
         note(&options, "vae encoder", start);
         let (scheduler_config, path) = load_scheduler_config(&source)?;
         let noise_schedule = NoiseSchedule::from_config(&scheduler_config, &path)?;
-        Ok(Self { source, family, tokenizers, text_encoders, unet, vae, scheduler_config, noise_schedule, options })
+        Ok(Self {
+            source,
+            family,
+            tokenizers,
+            text_encoders,
+            unet,
+            vae,
+            scheduler_config,
+            noise_schedule,
+            options,
+            posterior_cache: PosteriorCache::default(),
+        })
     }
 
     /// Every valid position of the U-Net, in module-tree order.

@@ -47,9 +47,14 @@ impl<'e> Taps<'e> {
         self.editors.insert(position.into(), editor);
     }
 
+    /// Nothing is captured or edited: modules may then work in place on their own temporaries.
+    pub fn is_passive(&self) -> bool {
+        self.wanted.is_empty() && self.editors.is_empty() && !self.record_all
+    }
+
     /// Called by every module with its output; returns the (possibly replaced) output.
     pub fn visit(&mut self, path: &str, output: Tensor) -> Result<Tensor> {
-        if self.wanted.is_empty() && self.editors.is_empty() && !self.record_all {
+        if self.is_passive() {
             return Ok(output);
         }
         let output = match self.editors.get_mut(path) {

@@ -27,6 +27,11 @@ pub struct LatentDistribution {
 }
 
 impl LatentDistribution {
+    /// Another handle on the same tensors.
+    pub fn shallow_clone(&self) -> Self {
+        Self { mean: self.mean.shallow_clone(), std: self.std.shallow_clone() }
+    }
+
     /// `mean + std · ε` with ε drawn from the global generator (diffusers' `latent_dist.sample()`).
     pub fn sample(&self) -> Result<Tensor> {
         // Drawn on the CPU generator, so a seed gives the same sample on every device.

@@ -61,13 +61,13 @@ impl ResnetBlock2D {
     /// # Shapes
     /// `x: [B, in, H, W]`, `temb: [B, T]` → `[B, out, H, W]`
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>, taps: &mut Taps) -> Result<Tensor> {
-        let h = taps.visit(&self.norm1.0, self.norm1.1.forward(x)?)?.f_silu()?;
+        let h = silu(taps.visit(&self.norm1.0, self.norm1.1.forward(x)?)?, taps)?;
         let mut h = taps.visit(&self.conv1.0, self.conv1.1.forward(&h)?)?;
         if let (Some((path, proj)), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = taps.visit(path, proj.forward(&temb.f_silu()?)?)?;
             h = h.f_add(&t.f_unsqueeze(-1)?.f_unsqueeze(-1)?)?;
         }
-        let h = taps.visit(&self.norm2.0, self.norm2.1.forward(&h)?)?.f_silu()?;
+        let h = silu(taps.visit(&self.norm2.0, self.norm2.1.forward(&h)?)?, taps)?;
         let h = taps.visit(&self.conv2.0, self.conv2.1.forward(&h)?)?;
         let shortcut = match &self.conv_shortcut {
             Some((path, conv)) => taps.visit(path, conv.forward(x)?)?,
@@ -75,4 +75,10 @@ impl ResnetBlock2D {
         };
         taps.visit(&self.path, shortcut.f_add(&h)?)
     }
+}
+
+/// SiLU, in place when no tap can hold the input (saves one activation-sized buffer at peak, which matters for
+/// the VAE encoder at full resolution).
+fn silu(mut x: Tensor, taps: &Taps) -> Result<Tensor> {
+    Ok(if taps.is_passive() { x.f_silu_()? } else { x.f_silu()? })
 }
