@@ -19,11 +19,28 @@ pub struct ExtractArgs {
     pub whole_pass: bool,
 }
 
+/// Flags of `sdscope bench` (defaults in [`sdscope::bench::BenchOptions`]).
 #[derive(clap::Args)]
-pub struct BenchArgs {}
-
-#[derive(clap::Args)]
-pub struct BenchWorkerArgs {}
+pub struct BenchArgs {
+    /// Where the random SD1.5-architecture pipeline, the test image and the scripts go.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Python with torch and diffusers (the reference virtualenv by default).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Benchmark this diffusers folder instead of the random SD1.5 pipeline.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Extractions per case and side (the best is compared).
+    #[arg(long)]
+    pub repeats: Option<usize>,
+    /// Side of the square test image.
+    #[arg(long)]
+    pub size: Option<i64>,
+    /// Measure sdscope only.
+    #[arg(long)]
+    pub skip_python: bool,
+}
 
 /// `sdscope positions`: one dummy pass at SIZE×SIZE capturing every module, printing `path<TAB>shape`.
 pub fn positions(model: &str, size: i64) -> Result<()> {
@@ -101,10 +118,22 @@ pub fn extract(args: &ExtractArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn bench(_args: &BenchArgs) -> Result<()> {
-    Err(Error::invalid("bench", "not wired yet"))
-}
-
-pub fn bench_worker(_args: &BenchWorkerArgs) -> Result<()> {
-    Err(Error::invalid("bench-worker", "not wired yet"))
+/// `sdscope bench`: see [`sdscope::bench::run`].
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    let mut opts = sdscope::bench::BenchOptions::default();
+    if let Some(dir) = &args.work_dir {
+        opts.work_dir = dir.clone();
+    }
+    if let Some(python) = &args.python {
+        opts.python = python.clone();
+    }
+    opts.model = args.model.clone();
+    if let Some(repeats) = args.repeats {
+        opts.repeats = repeats;
+    }
+    if let Some(size) = args.size {
+        opts.size = size;
+    }
+    opts.skip_python = args.skip_python;
+    sdscope::bench::run(&opts)
 }

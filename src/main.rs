@@ -63,7 +63,7 @@ enum Command {
     /// Time extraction against diffusers on a random-weight SD1.5-architecture pipeline.
     Bench(cli::BenchArgs),
     #[command(hide = true)]
-    BenchWorker(cli::BenchWorkerArgs),
+    BenchWorker(sdscope::bench::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
             cli::extract(&cli::ExtractArgs { model, image, positions, timestep, seed, prompt, out, whole_pass })
         }
         Command::Bench(args) => cli::bench(&args),
-        Command::BenchWorker(args) => cli::bench_worker(&args),
+        Command::BenchWorker(args) => sdscope::bench::worker(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -84,7 +84,7 @@ TEXT_ENCODER = dict(
     vocab_size=49408,
 )
 
-# scheduler/scheduler_config.json (`clip_sample` is not a PNDM argument; diffusers ignores it in the real config too)
+# scheduler/scheduler_config.json; `clip_sample` is no PNDM argument: `from_config` ignores it, as with the real file.
 SCHEDULER = dict(
     beta_end=0.012,
     beta_schedule="scaled_linear",
@@ -122,7 +122,7 @@ def build(tokenizer_dir: Path):
         log("VAE and text encoder built")
     return StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=CLIPTokenizer.from_pretrained(str(tokenizer_dir)),
-        unet=unet, scheduler=PNDMScheduler.from_config(SCHEDULER),  # from_config: ignores `clip_sample` as the hub config does
+        unet=unet, scheduler=PNDMScheduler.from_config(SCHEDULER),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
 
