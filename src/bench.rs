@@ -52,8 +52,9 @@ pub struct BenchOptions {
     pub size: i64,
     /// Measure sdscope only (the random pipeline is still built with Python when missing).
     pub skip_python: bool,
-    /// Timestep and seed of the extractions.
+    /// Timestep of the extractions (50).
     pub timestep: i64,
+    /// Seed of the extractions (42).
     pub seed: i64,
 }
 
@@ -75,8 +76,8 @@ impl Default for BenchOptions {
     }
 }
 
-/// Flags of the hidden worker subcommand ([`WORKER_SUBCOMMAND`]):
-/// `--model DIR --image PNG --positions P1,P2,… [--repeats N] [--timestep T] [--seed S]`.
+/// Flags of the hidden `bench-worker` subcommand, which measures the sdscope side of one case and prints JSON.
+/// `--model DIR --image PNG --positions P1,P2,… [--repeats N] [--timestep T] [--seed S]`
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerArgs {
     /// Diffusers pipeline folder.
@@ -88,11 +89,13 @@ pub struct WorkerArgs {
     /// Positions, comma-separated; `top-level` stands for every position without a dot.
     #[arg(long, value_delimiter = ',', required = true)]
     pub positions: Vec<String>,
-    /// Number of timed extractions.
+    /// Timed extractions of the image as new (then as many again with its VAE posterior cached).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Timestep of the noise added before the U-Net pass.
     #[arg(long, default_value_t = 50)]
     pub timestep: i64,
+    /// Seed of the VAE sample and the noise.
     #[arg(long, default_value_t = 42)]
     pub seed: i64,
 }
@@ -114,15 +117,17 @@ pub struct SideReport {
     /// sdscope only: seconds for each extraction of the same image again, its VAE posterior cached.
     #[serde(default)]
     pub cached_times_s: Vec<f64>,
-    /// Peak resident memory of the process once the pipeline is loaded, and at the end.
+    /// Peak resident memory of the process once the pipeline is loaded.
     pub peak_rss_after_load_bytes: Option<u64>,
+    /// Peak resident memory of the process at the end (after every extraction).
     pub peak_rss_bytes: Option<u64>,
     /// Bytes of the weights the side holds in memory.
     pub weights_held_bytes: Option<u64>,
     /// Intra-op threads of torch.
     pub threads: i64,
-    /// Shape and L2 norm of what was captured at each position (from the last extraction).
+    /// Shape of what was captured at each position.
     pub shapes: BTreeMap<String, Vec<i64>>,
+    /// L2 norm of what was captured at each position (from the last extraction), to compare the sides.
     pub norms: BTreeMap<String, f64>,
 }
 
@@ -337,6 +342,15 @@ fn run_captured(mut command: Command, what: &str) -> Result<Vec<u8>> {
     Ok(output.stdout)
 }
 
+fn check_python(python: &Path) -> Result<()> {
+    // A bare name (`python3`) is looked up in PATH when run.
+    if python.components().count() > 1 && !python.exists() {
+        let hint = "the Python with torch and diffusers: create it with `bash .ci/setup venv`, or pass another";
+        return Err(Error::MissingFile { path: python.to_path_buf(), hint: Some(hint.into()) });
+    }
+    Ok(())
+}
+
 fn parse_report(stdout: &[u8], what: &str) -> Result<SideReport> {
     let text = String::from_utf8_lossy(stdout);
     let line = text
@@ -374,12 +388,25 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
         Some(m) => absolute(m)?,
         None => {
             let model = work_dir.join("sd15-random");
-            if !model.join(".complete").is_file() {
-                log(format!("building the random-weight SD1.5 pipeline in {} (a few minutes)", model.display()));
+            let complete = model.join(".complete").is_file();
+            // The script itself checks that the pipeline is up to date; without Python, a complete one will do.
+            if !(complete && opts.skip_python) {
+                if !complete {
+                    log(format!("building the random-weight SD1.5 pipeline in {} (a minute or two)", model.display()));
+                }
+                check_python(&opts.python)?;
+                if !opts.tokenizer.join("vocab.json").is_file() {
+                    let hint = "a CLIP tokenizer folder for the random pipeline, by default the sd1 test fixture's \
+                        (`bash .ci/setup fixtures` writes it)";
+                    return Err(Error::MissingFile {
+                        path: opts.tokenizer.join("vocab.json"),
+                        hint: Some(hint.into()),
+                    });
+                }
+                let mut cmd = Command::new(&opts.python);
+                cmd.arg(write_script(&scripts, MAKE_SCRIPT)?).arg(&model).arg(absolute(&opts.tokenizer)?);
+                run_captured(cmd, "building the random SD1.5 pipeline")?;
             }
-            let mut cmd = Command::new(&opts.python);
-            cmd.arg(write_script(&scripts, MAKE_SCRIPT)?).arg(&model).arg(absolute(&opts.tokenizer)?);
-            run_captured(cmd, "building the random SD1.5 pipeline")?;
             model
         }
     };
@@ -398,7 +425,12 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
     ));
 
     let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;
-    let diffusers_script = if opts.skip_python { None } else { Some(write_script(&scripts, DIFFUSERS_SCRIPT)?) };
+    let diffusers_script = if opts.skip_python {
+        None
+    } else {
+        check_python(&opts.python)?;
+        Some(write_script(&scripts, DIFFUSERS_SCRIPT)?)
+    };
     let mut cases = Vec::new();
     for (name, positions) in
         [("mid_block", "mid_block"), ("up_blocks[1]", "up_blocks[1]"), ("all top-level", TOP_LEVEL)]
