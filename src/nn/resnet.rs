@@ -61,14 +61,21 @@ impl ResnetBlock2D {
     /// # Shapes
     /// `x: [B, in, H, W]`, `temb: [B, T]` → `[B, out, H, W]`
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>, taps: &mut Taps) -> Result<Tensor> {
-        let h = silu(taps.visit(&self.norm1.0, self.norm1.1.forward(x)?)?, taps)?;
-        let mut h = taps.visit(&self.conv1.0, self.conv1.1.forward(&h)?)?;
+        // Each activation-sized temporary is consumed by the next op (shadowing would keep them all alive to
+        // the end of the function, which costs several full-resolution buffers in the VAE encoder).
+        let mut h = {
+            let activated = silu(taps.visit(&self.norm1.0, self.norm1.1.forward(x)?)?, taps)?;
+            taps.visit(&self.conv1.0, self.conv1.1.forward(&activated)?)?
+        };
         if let (Some((path, proj)), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = taps.visit(path, proj.forward(&temb.f_silu()?)?)?;
             h = h.f_add(&t.f_unsqueeze(-1)?.f_unsqueeze(-1)?)?;
         }
-        let h = silu(taps.visit(&self.norm2.0, self.norm2.1.forward(&h)?)?, taps)?;
-        let h = taps.visit(&self.conv2.0, self.conv2.1.forward(&h)?)?;
+        let h = {
+            let activated = silu(taps.visit(&self.norm2.0, self.norm2.1.forward(&h)?)?, taps)?;
+            drop(h);
+            taps.visit(&self.conv2.0, self.conv2.1.forward(&activated)?)?
+        };
         let shortcut = match &self.conv_shortcut {
             Some((path, conv)) => taps.visit(path, conv.forward(x)?)?,
             None => x.shallow_clone(),
