@@ -44,9 +44,19 @@ pub fn load(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<String, Str
     Ok((out, metadata))
 }
 
+/// The `__metadata__` table, read from the header alone (the tensors were already read by [`Weights`], which
+/// also validated the header).
 fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::BadSafetensors { path: path.to_path_buf(), why: e.to_string() })?;
-    Ok(meta.metadata().clone().unwrap_or_default())
+    use std::io::Read;
+    let bad = |why: String| Error::BadSafetensors { path: path.to_path_buf(), why };
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut size = [0u8; 8];
+    file.read_exact(&mut size).map_err(|e| bad(e.to_string()))?;
+    let mut header = vec![0u8; u64::from_le_bytes(size) as usize];
+    file.read_exact(&mut header).map_err(|e| bad(e.to_string()))?;
+    let table: serde_json::Value = serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
+    Ok(match table.get("__metadata__") {
+        Some(meta) => serde_json::from_value(meta.clone()).map_err(|e| bad(format!("__metadata__: {e}")))?,
+        None => HashMap::new(),
+    })
 }
