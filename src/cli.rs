@@ -1,8 +1,10 @@
 //! The subcommands behind `sdscope`, as thin wrappers over the library.
 
 use sdscope::extract::ExtractRequest;
+use sdscope::generate::{CaptureHalves, GenerateRequest};
 use sdscope::hub::resolve;
 use sdscope::pipeline::{load_tokenizers, load_unet, resolve_positions, LoadOptions, Pipeline};
+use sdscope::schedulers::SamplerKind;
 use sdscope::taps::Taps;
 use sdscope::{Error, Result};
 use std::path::PathBuf;
@@ -136,4 +138,103 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     }
     opts.skip_python = args.skip_python;
     sdscope::bench::run(&opts)
+}
+
+/// Flags of `sdscope generate`; steps, guidance and size default to the model's (see
+/// [`Pipeline::generation_defaults`]).
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    /// A diffusers folder, a hub repo id, or an alias (sd15, sdxl-turbo, …).
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub prompt: String,
+    /// Negative prompt. Leaving it out is not the same as `""` for SDXL (zero unconditional embeddings).
+    #[arg(long)]
+    pub negative_prompt: Option<String>,
+    /// Inference steps (model default: SD1.5 50, SDXL 40, Turbo 4, …).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Classifier-free guidance scale; at most 1 turns guidance off.
+    #[arg(long)]
+    pub guidance: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: i64,
+    /// Width in pixels, a multiple of 8 (default: the model's native size).
+    #[arg(long)]
+    pub width: Option<i64>,
+    /// Height in pixels, a multiple of 8.
+    #[arg(long)]
+    pub height: Option<i64>,
+    /// ddim, pndm, euler or euler_ancestral (default: the model's scheduler config).
+    #[arg(long)]
+    pub scheduler: Option<String>,
+    /// Where to write the PNG.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the final latents (before VAE decode) as safetensors under the key `latents`.
+    #[arg(long)]
+    pub latents_out: Option<PathBuf>,
+    /// Comma-separated positions to capture at every step.
+    #[arg(long, value_delimiter = ',')]
+    pub extract: Vec<String>,
+    /// Where the per-step representations go: one float32 tensor [steps, ..] per position, keyed as given.
+    #[arg(long)]
+    pub reprs_out: Option<PathBuf>,
+    /// Capture both halves of a guided batch (keys `P` and `P@uncond`), not only the conditional one.
+    #[arg(long)]
+    pub both_halves: bool,
+}
+
+/// `sdscope generate`: text to image, optionally with the final latents and per-step representations.
+pub fn generate(args: &GenerateArgs) -> Result<()> {
+    if !args.extract.is_empty() && args.reprs_out.is_none() {
+        return Err(Error::invalid("--extract", "needs --reprs-out FILE.safetensors to write the captures to"));
+    }
+    if args.reprs_out.is_some() && args.extract.is_empty() {
+        return Err(Error::invalid("--reprs-out", "needs --extract P1,P2 (the positions to capture)"));
+    }
+    let scheduler = args.scheduler.as_deref().map(SamplerKind::parse).transpose()?;
+    let pipe = Pipeline::load(&args.model)?;
+    let canonical = resolve_positions(pipe.positions(), &args.extract)?;
+    let mut request = GenerateRequest::new(&args.prompt).seed(args.seed).capture(canonical.clone());
+    request.negative_prompt = args.negative_prompt.clone();
+    request.steps = args.steps;
+    request.guidance = args.guidance;
+    request.width = args.width;
+    request.height = args.height;
+    request.scheduler = scheduler;
+    if args.both_halves {
+        request = request.capture_halves(CaptureHalves::Both);
+    }
+    let defaults = pipe.generation_defaults();
+    eprintln!(
+        "[sdscope] generating {}×{}, {} steps, guidance {}, seed {}",
+        request.width.unwrap_or(defaults.width),
+        request.height.unwrap_or(defaults.height),
+        request.steps.unwrap_or(defaults.steps),
+        request.guidance.unwrap_or(defaults.guidance),
+        request.seed
+    );
+    let out = pipe.generate(&request)?;
+    out.save_png(&args.out)?;
+    eprintln!("[sdscope] wrote {}", args.out.display());
+    if let Some(path) = &args.latents_out {
+        out.save_latents(path)?;
+        eprintln!("[sdscope] wrote final latents to {}", path.display());
+    }
+    if let (Some(path), Some(reprs)) = (&args.reprs_out, &out.representations) {
+        let mut tensors = Vec::new();
+        for (index, info) in reprs.images().iter().enumerate() {
+            let suffix = if info.source.starts_with("generated (unconditional)") { "@uncond" } else { "" };
+            for (given, position) in args.extract.iter().zip(&canonical) {
+                tensors.push((format!("{given}{suffix}"), reprs.image(position, index)?.f_to_kind(Kind::Float)?));
+            }
+        }
+        let timesteps: Vec<String> = out.timesteps.iter().map(|t| t.to_string()).collect();
+        let metadata = [("timesteps".to_string(), timesteps.join(","))].into_iter().collect();
+        sdscope::tensor_io::save(path, &tensors, Some(metadata))?;
+        eprintln!("[sdscope] wrote {} per-step captures to {}", tensors.len(), path.display());
+    }
+    Ok(())
 }

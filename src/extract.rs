@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::image_io::{load_image, PreparedImage};
+use crate::interventions::Interventions;
 use crate::models::AddedConditioning;
 use crate::pipeline::{Family, Pipeline, TextConditioning};
 use crate::representations::{ImageInfo, Representations};
@@ -102,7 +103,7 @@ impl Pipeline {
         Ok(SeededLatents { latents, noise })
     }
 
-    fn vae_dtype(&self) -> tch::Kind {
+    pub(crate) fn vae_dtype(&self) -> tch::Kind {
         if self.vae.config.force_upcast {
             tch::Kind::Float
         } else {
@@ -154,6 +155,31 @@ impl Pipeline {
         request: &ExtractRequest,
         images: Vec<(String, PreparedImage)>,
     ) -> Result<Representations> {
+        self.extract_prepared_with(request, images, &mut Interventions::new())
+    }
+
+    /// Extract representations of image files with interventions in the pass (the step index of the
+    /// [`crate::interventions::StepContext`] is the timestep's index in the request).
+    pub fn extract_with<P: AsRef<Path>>(
+        &self,
+        request: &ExtractRequest,
+        images: &[P],
+        interventions: &mut Interventions,
+    ) -> Result<Representations> {
+        let prepared = images
+            .iter()
+            .map(|p| Ok((p.as_ref().display().to_string(), load_image(p.as_ref(), 8)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.extract_prepared_with(request, prepared, interventions)
+    }
+
+    /// [`Pipeline::extract_prepared`] with interventions.
+    pub fn extract_prepared_with(
+        &self,
+        request: &ExtractRequest,
+        images: Vec<(String, PreparedImage)>,
+        interventions: &mut Interventions,
+    ) -> Result<Representations> {
         if request.positions.is_empty() {
             return Err(Error::invalid(
                 "positions",
@@ -170,6 +196,7 @@ impl Pipeline {
             self.noise_schedule.check_timestep(t)?;
         }
         let positions = self.resolve_positions(&request.positions)?;
+        interventions.resolve(self.positions())?;
         let cond = self.encode_prompt(&request.prompt)?;
         let mut out = Representations::new(positions.clone(), request.timesteps.clone());
         let total = images.len();
@@ -185,9 +212,10 @@ impl Pipeline {
             }
             let seeded = self.seeded_latents(&image.pixels, request.seed)?;
             let mut per_step: BTreeMap<String, Vec<Tensor>> = BTreeMap::new();
-            for &t in &request.timesteps {
+            for (step, &t) in request.timesteps.iter().enumerate() {
                 let noisy = self.noise_schedule.add_noise(&seeded.latents, &seeded.noise, t)?;
                 let mut taps = Taps::capture(positions.iter().cloned(), !request.whole_pass);
+                interventions.install(&mut taps, step, t as f64, false);
                 self.unet_pass(&noisy, t, &cond, image.size, &mut taps)?;
                 let mut captured = taps.into_captured();
                 for p in &positions {

@@ -57,3 +57,21 @@ pub fn prepare_rgb(rgb: image::RgbImage, multiple: u32) -> Result<PreparedImage>
         .f_permute([0, 3, 1, 2])?;
     Ok(PreparedImage { pixels, size: (th as i64, tw as i64), resized_from })
 }
+
+/// Write an 8-bit RGB image as PNG.
+/// # Shapes
+/// `rgb: [H, W, 3]` uint8
+pub fn save_rgb8_png(rgb: &Tensor, path: &Path) -> Result<()> {
+    let size = rgb.size();
+    if size.len() != 3 || size[2] != 3 || rgb.kind() != tch::Kind::Uint8 {
+        return Err(Error::Shape {
+            context: format!("writing {}", path.display()),
+            why: format!("expected a uint8 [H, W, 3] image, got {:?} {:?}", rgb.kind(), size),
+        });
+    }
+    let data = Vec::<u8>::try_from(rgb.f_contiguous()?.f_flatten(0, -1)?)?;
+    let img = image::RgbImage::from_raw(size[1] as u32, size[0] as u32, data)
+        .ok_or_else(|| Error::invalid("image buffer", "has the wrong length"))?;
+    img.save_with_format(path, image::ImageFormat::Png)
+        .map_err(|e| Error::invalid(format!("writing {}", path.display()), e.to_string()))
+}

@@ -25,7 +25,9 @@ pub use error::{Error, Result};
 /// Serialises use of libtorch's global random generator (seed, then draws) across threads.
 pub static RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub mod extract;
+pub mod generate;
 pub mod image_io;
+pub mod interventions;
 pub mod pipeline;
 pub mod posterior_cache;
 pub mod representations;
@@ -35,7 +37,10 @@ pub mod tensor_io;
 pub mod prelude {
     pub use crate::error::{Error, Result};
     pub use crate::extract::ExtractRequest;
+    pub use crate::generate::{CaptureHalves, GenerateRequest, Generation};
+    pub use crate::interventions::{Ablation, AddDirection, Interventions, StepContext};
     pub use crate::pipeline::{LoadOptions, Pipeline};
     pub use crate::representations::Representations;
+    pub use crate::schedulers::SamplerKind;
     pub use tch::{Device, Kind, Tensor};
 }

@@ -10,7 +10,7 @@ mod cli;
 #[command(
     name = "sdscope",
     version,
-    about = "Look inside Stable Diffusion models: positions, tokens, representations."
+    about = "Look inside Stable Diffusion models: positions, tokens, representations, generation."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -60,6 +60,8 @@ enum Command {
         #[arg(long)]
         whole_pass: bool,
     },
+    /// Generate an image from a prompt (diffusers-identical), optionally capturing positions at every step.
+    Generate(cli::GenerateArgs),
     /// Time extraction against diffusers on a random-weight SD1.5-architecture pipeline.
     Bench(cli::BenchArgs),
     #[command(hide = true)]
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Extract { model, image, positions, timestep, seed, prompt, out, whole_pass } => {
             cli::extract(&cli::ExtractArgs { model, image, positions, timestep, seed, prompt, out, whole_pass })
         }
+        Command::Generate(args) => cli::generate(&args),
         Command::Bench(args) => cli::bench(&args),
         Command::BenchWorker(args) => sdscope::bench::worker(&args),
     };

@@ -4,7 +4,7 @@
 use crate::config::{read_json, ClipConfig, SchedulerConfig, UNetConfig, VaeConfig};
 use crate::error::{Error, Result};
 use crate::hub::{component_weights, resolve, ModelSource};
-use crate::models::{ClipTextModel, UNet, VaeEncoder};
+use crate::models::{ClipTextModel, UNet, VaeDecoder, VaeEncoder};
 use crate::posterior_cache::PosteriorCache;
 use crate::schedulers::NoiseSchedule;
 use crate::taps::normalize_position;
@@ -54,6 +54,7 @@ pub struct Pipeline {
     pub text_encoders: Vec<ClipTextModel>,
     pub unet: UNet,
     pub vae: VaeEncoder,
+    pub vae_decoder: VaeDecoder,
     pub scheduler_config: SchedulerConfig,
     pub noise_schedule: NoiseSchedule,
     pub options: LoadOptions,
@@ -99,13 +100,14 @@ fn load_text_encoder(dir: &Path, options: &LoadOptions) -> Result<ClipTextModel>
     ClipTextModel::load(config, &config_path, &weights)
 }
 
-fn load_vae(dir: &Path, options: &LoadOptions) -> Result<VaeEncoder> {
+fn load_vae(dir: &Path, options: &LoadOptions) -> Result<(VaeEncoder, VaeDecoder)> {
     let config_path = dir.join("config.json");
     let config: VaeConfig = read_json(&config_path)?;
     // SDXL's VAE overflows in fp16: diffusers keeps it in float32 (`force_upcast`).
     let dtype = if config.force_upcast { Kind::Float } else { options.dtype };
     let weights = Weights::open(&component_weights(dir)?, dtype, options.device)?;
-    VaeEncoder::load(config, &config_path, &weights)
+    let decoder = VaeDecoder::load(config.clone(), &config_path, &weights)?;
+    Ok((VaeEncoder::load(config, &config_path, &weights)?, decoder))
 }
 
 /// Read the scheduler config, applying the alias' overrides (e.g. Lightning's trailing spacing).
@@ -148,8 +150,8 @@ impl Pipeline {
         note(&options, "tokenizers and text encoders", start);
         let unet = load_unet(&source, &options)?;
         let start = Instant::now();
-        let vae = load_vae(&root.join("vae"), &options)?;
-        note(&options, "vae encoder", start);
+        let (vae, vae_decoder) = load_vae(&root.join("vae"), &options)?;
+        note(&options, "vae", start);
         let (scheduler_config, path) = load_scheduler_config(&source)?;
         let noise_schedule = NoiseSchedule::from_config(&scheduler_config, &path)?;
         Ok(Self {
@@ -159,6 +161,7 @@ impl Pipeline {
             text_encoders,
             unet,
             vae,
+            vae_decoder,
             scheduler_config,
             noise_schedule,
             options,

@@ -118,3 +118,63 @@ fn errors_go_to_stderr_with_nonzero_exit() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown position `mid_blok`") && stderr.contains("up_blocks[1]"), "{stderr}");
 }
+
+/// `generate` against a diffusers reference: the PNG, `--latents-out` (key `latents`, [1, 4, H/8, W/8]) and
+/// `--extract … --reprs-out` (per-step captures keyed as given), with one progress line per step.
+#[test]
+fn generate_writes_png_latents_and_per_step_captures() {
+    let dir = generation_dir();
+    let cases = gen_cases();
+    let case = cases
+        .iter()
+        .find(|c| {
+            c.scheduler_overrides.is_empty()
+                && c.intervention.is_none()
+                && !c.capture_both_halves
+                && !c.capture.is_empty()
+                && c.negative_prompt.is_some()
+        })
+        .or_else(|| {
+            cases.iter().find(|c| c.scheduler_overrides.is_empty() && c.intervention.is_none() && !c.capture.is_empty())
+        })
+        .expect("a plain generation case with captures");
+    let r = sdscope::tensor_io::load(&dir.join(format!("case_{}.safetensors", case.id))).unwrap().0;
+    let tmp = scratch("cli-generate");
+    let (png, latents, reprs) = (tmp.join("out.png"), tmp.join("latents.safetensors"), tmp.join("reprs.safetensors"));
+    let mut cmd = sdscope();
+    cmd.args(["generate", "--model", pipeline_dir(&case.model).to_str().unwrap(), "--prompt", &case.prompt]);
+    if let Some(n) = &case.negative_prompt {
+        cmd.args(["--negative-prompt", n]);
+    }
+    cmd.args(["--steps", &case.steps.to_string(), "--guidance", &case.guidance.to_string()]);
+    cmd.args(["--seed", &case.seed.to_string(), "--width", &case.width.to_string()]);
+    cmd.args(["--height", &case.height.to_string(), "--out", png.to_str().unwrap()]);
+    cmd.args(["--latents-out", latents.to_str().unwrap(), "--extract", &case.capture.join(",")]);
+    cmd.args(["--reprs-out", reprs.to_str().unwrap()]);
+    if let Some(s) = &case.scheduler {
+        cmd.args(["--scheduler", s]);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let step_lines =
+        stderr.lines().filter(|l| l.contains("step ") && l.contains(&format!("/{}", r["timesteps"].size()[0]))).count();
+    assert_eq!(step_lines as i64, r["timesteps"].size()[0], "one progress line per step:\n{stderr}");
+
+    let (saved, _) = sdscope::tensor_io::load(&latents).unwrap();
+    assert_eq!(saved.keys().collect::<Vec<_>>(), vec!["latents"]);
+    assert_eq!(saved["latents"].size(), vec![1, 4, case.height / 8, case.width / 8]);
+    assert_close("latents", &saved["latents"], &r["latents"], 1e-3);
+
+    let ours = image::open(&png).unwrap().to_rgb8();
+    let theirs = image::open(dir.join(format!("case_{}.png", case.id))).unwrap().to_rgb8();
+    assert_eq!(ours.dimensions(), (case.width as u32, case.height as u32));
+    let max_diff = ours.as_raw().iter().zip(theirs.as_raw()).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap();
+    assert!(max_diff <= 2, "PNG differs by {max_diff} levels");
+
+    let (captures, _) = sdscope::tensor_io::load(&reprs).unwrap();
+    assert_eq!(captures.len(), case.capture.len());
+    for p in &case.capture {
+        assert_close(p, &captures[p], &r[&format!("cap/{p}")], 1e-4);
+    }
+}

@@ -44,4 +44,24 @@ pub struct SchedulerConfig {
     pub skip_prk_steps: Option<bool>,
     #[serde(default)]
     pub rescale_betas_zero_snr: bool,
+    // Sampler settings. `None` means "not in the file": each sampler then uses its own diffusers default, as
+    // `XScheduler.from_config(other_config)` does.
+    #[serde(default)]
+    pub clip_sample: Option<bool>,
+    #[serde(default)]
+    pub clip_sample_range: Option<f64>,
+    #[serde(default)]
+    pub thresholding: Option<bool>,
+    #[serde(default)]
+    pub interpolation_type: Option<String>,
+    #[serde(default)]
+    pub use_karras_sigmas: Option<bool>,
+    #[serde(default)]
+    pub use_exponential_sigmas: Option<bool>,
+    #[serde(default)]
+    pub use_beta_sigmas: Option<bool>,
+    #[serde(default)]
+    pub timestep_type: Option<String>,
+    #[serde(default)]
+    pub final_sigmas_type: Option<String>,
 }

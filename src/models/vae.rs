@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::path::Path;
 use tch::Tensor;
 
-const EPS: f64 = 1e-6;
+pub(crate) const EPS: f64 = 1e-6;
 
 struct EncoderBlock {
     resnets: Vec<ResnetBlock2D>,
@@ -41,12 +41,52 @@ impl LatentDistribution {
     }
 }
 
+/// The VAE's middle block (shared by encoder and decoder): resnet, single-head spatial attention, resnet.
+pub(crate) struct VaeMidBlock {
+    resnets: [ResnetBlock2D; 2],
+    attention: Option<Attention>,
+}
+
+impl VaeMidBlock {
+    pub(crate) fn load(node: &Node, channels: i64, groups: i64, add_attention: bool) -> Result<Self> {
+        let spec = ResnetSpec { in_channels: channels, out_channels: channels, temb_channels: None, groups, eps: EPS };
+        let resnets = [
+            ResnetBlock2D::load(&node.item("resnets", 0), &spec)?,
+            ResnetBlock2D::load(&node.item("resnets", 1), &spec)?,
+        ];
+        let attention = if add_attention {
+            let spec = AttentionSpec {
+                query_dim: channels,
+                context_dim: None,
+                heads: 1,
+                head_dim: channels,
+                qkv_bias: true,
+                spatial_norm: Some((groups, EPS)),
+            };
+            Some(Attention::load(&node.item("attentions", 0), spec)?)
+        } else {
+            None
+        };
+        Ok(Self { resnets, attention })
+    }
+
+    /// # Shapes
+    /// `[B, C, h, w]` → `[B, C, h, w]`
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut taps = Taps::none();
+        let mut h = self.resnets[0].forward(x, None, &mut taps)?;
+        if let Some(attn) = &self.attention {
+            h = attn.forward(&h, None, &mut taps)?;
+        }
+        self.resnets[1].forward(&h, None, &mut taps)
+    }
+}
+
 pub struct VaeEncoder {
     pub config: VaeConfig,
     conv_in: Conv2d,
     blocks: Vec<EncoderBlock>,
-    mid_resnets: Vec<ResnetBlock2D>,
-    mid_attention: Option<Attention>,
+    mid: VaeMidBlock,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
     quant_conv: Option<Conv2d>,
@@ -88,25 +128,7 @@ impl VaeEncoder {
             blocks.push(EncoderBlock { resnets, downsampler });
         }
         let top = *channels.last().unwrap_or(&channels[0]);
-        let mid = enc.child("mid_block");
-        let mid_spec = ResnetSpec { in_channels: top, out_channels: top, temb_channels: None, groups, eps: EPS };
-        let mid_resnets = vec![
-            ResnetBlock2D::load(&mid.item("resnets", 0), &mid_spec)?,
-            ResnetBlock2D::load(&mid.item("resnets", 1), &mid_spec)?,
-        ];
-        let mid_attention = if config.mid_block_add_attention {
-            let spec = AttentionSpec {
-                query_dim: top,
-                context_dim: None,
-                heads: 1,
-                head_dim: top,
-                qkv_bias: true,
-                spatial_norm: Some((groups, EPS)),
-            };
-            Some(Attention::load(&mid.item("attentions", 0), spec)?)
-        } else {
-            None
-        };
+        let mid = VaeMidBlock::load(&enc.child("mid_block"), top, groups, config.mid_block_add_attention)?;
         let conv_norm_out = GroupNorm::load(&enc.vb.pp("conv_norm_out"), groups, top, EPS)?;
         let lc = config.latent_channels;
         let conv_out = Conv2d::load(&enc.vb.pp("conv_out"), top, 2 * lc, 3, 1, 1)?;
@@ -115,7 +137,7 @@ impl VaeEncoder {
         } else {
             None
         };
-        Ok(Self { config, conv_in, blocks, mid_resnets, mid_attention, conv_norm_out, conv_out, quant_conv })
+        Ok(Self { config, conv_in, blocks, mid, conv_norm_out, conv_out, quant_conv })
     }
 
     /// Spatial downsampling factor (8 for every released SD VAE).
@@ -137,11 +159,7 @@ impl VaeEncoder {
                 h = down.forward(&h.f_constant_pad_nd([0, 1, 0, 1])?)?;
             }
         }
-        h = self.mid_resnets[0].forward(&h, None, &mut taps)?;
-        if let Some(attn) = &self.mid_attention {
-            h = attn.forward(&h, None, &mut taps)?;
-        }
-        h = self.mid_resnets[1].forward(&h, None, &mut taps)?;
+        h = self.mid.forward(&h)?;
         h = self.conv_out.forward(&self.conv_norm_out.forward(&h)?.f_silu()?)?;
         if let Some(q) = &self.quant_conv {
             h = q.forward(&h)?;

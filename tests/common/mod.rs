@@ -67,3 +67,43 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Generation references (`tests/fixtures/make_generation_refs.py`).
+#[derive(Debug, serde::Deserialize)]
+pub struct Intervention {
+    pub position: String,
+    pub strength: f64,
+    pub step_start: usize,
+    pub step_end: usize,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct GenCase {
+    pub id: usize,
+    pub model: String,
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    pub steps: usize,
+    pub guidance: f64,
+    pub seed: i64,
+    pub width: i64,
+    pub height: i64,
+    pub scheduler: Option<String>,
+    #[serde(default)]
+    pub scheduler_overrides: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub capture: Vec<String>,
+    #[serde(default)]
+    pub capture_both_halves: bool,
+    pub intervention: Option<Intervention>,
+}
+
+pub fn generation_dir() -> PathBuf {
+    let dir = fixtures().join("generation");
+    assert!(dir.join(".complete").is_file(), "generation references missing in {} — run `bash .ci/run`", dir.display());
+    dir
+}
+
+pub fn gen_cases() -> Vec<GenCase> {
+    serde_json::from_str(&std::fs::read_to_string(generation_dir().join("cases.json")).unwrap()).unwrap()
+}
