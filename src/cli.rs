@@ -6,6 +6,7 @@ use sdscope::hub::resolve;
 use sdscope::pipeline::{load_tokenizers, load_unet, resolve_positions, LoadOptions, Pipeline};
 use sdscope::schedulers::SamplerKind;
 use sdscope::taps::Taps;
+use sdscope::xattn::{AttentionRequest, Colormap, MapQuery, Normalize, RenderMode, RenderOptions};
 use sdscope::{Error, Result};
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
@@ -235,6 +236,71 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         let metadata = [("timesteps".to_string(), timesteps.join(","))].into_iter().collect();
         sdscope::tensor_io::save(path, &tensors, Some(metadata))?;
         eprintln!("[sdscope] wrote {} per-step captures to {}", tensors.len(), path.display());
+    }
+    Ok(())
+}
+
+/// Flags of `sdscope xattn`.
+#[derive(clap::Args)]
+pub struct XattnArgs {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub image: PathBuf,
+    #[arg(long, default_value = "")]
+    pub prompt: String,
+    /// Noise timestep in 0..=999.
+    #[arg(long, default_value_t = 50)]
+    pub timestep: i64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: i64,
+    /// Where the maps go: one float32 [77, h, w] per cross-attention layer, keyed by its path.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Token positions to render, summed (1 = first token after BOS, as the A1111 extension counts).
+    #[arg(long, value_delimiter = ',', conflicts_with = "word")]
+    pub tokens: Vec<usize>,
+    /// A word to render: every sub-token of every occurrence, averaged (DAAM).
+    #[arg(long)]
+    pub word: Option<String>,
+    /// Render the aggregated map (all layers, bicubic to the image size) of --tokens or --word as PNG.
+    #[arg(long)]
+    pub png: Option<PathBuf>,
+    /// heat, overlay, masked or grey.
+    #[arg(long, default_value = "heat")]
+    pub mode: String,
+    /// jet, viridis, magma, gray or greys (heat and overlay).
+    #[arg(long, default_value = "jet")]
+    pub colormap: String,
+}
+
+/// `sdscope xattn`: cross-attention maps of an image for a prompt.
+pub fn xattn(args: &XattnArgs) -> Result<()> {
+    let selection = match (&args.word, args.tokens.is_empty()) {
+        (Some(word), _) => Some(MapQuery::word(word).normalize(Normalize::MinMax)),
+        (None, false) => Some(MapQuery::tokens(&args.tokens).normalize(Normalize::Max)),
+        (None, true) => None,
+    };
+    if args.png.is_some() && selection.is_none() {
+        return Err(Error::invalid("--png", "needs --tokens I,J or --word W (what to render)"));
+    }
+    let options = RenderOptions {
+        colormap: Colormap::parse(&args.colormap)?,
+        ..RenderOptions::mode(RenderMode::parse(&args.mode)?)
+    };
+    let pipe = Pipeline::load(&args.model)?;
+    let request = AttentionRequest::new(&args.prompt).timestep(args.timestep).seed(args.seed);
+    let maps = pipe.cross_attention(&args.image, &request)?;
+    eprint!("{}", maps.tokens.to_text());
+    let tensors = maps.layers().iter().map(|l| Ok((l.clone(), maps.head_mean(l, 0)?))).collect::<Result<Vec<_>>>()?;
+    sdscope::tensor_io::save(&args.out, &tensors, None)?;
+    eprintln!("[sdscope] wrote {} cross-attention layers to {}", tensors.len(), args.out.display());
+    if let (Some(png), Some(query)) = (&args.png, &selection) {
+        let map = maps.map(query)?;
+        sdscope::xattn::render(&map, maps.image.as_ref(), &options)?
+            .save(png)
+            .map_err(|e| Error::invalid(format!("writing {}", png.display()), e.to_string()))?;
+        eprintln!("[sdscope] wrote the map of {} to {}", maps.tokens.label(&query.tokens), png.display());
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ use crate::pipeline::{Family, Pipeline};
 use crate::representations::{ImageInfo, Representations};
 use crate::schedulers::{build_sampler, SamplerKind};
 use crate::taps::Taps;
+use crate::xattn::{assemble, AttentionCapture, AttentionMaps};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -54,6 +55,8 @@ pub struct GenerateRequest {
     /// Positions to capture at every step.
     pub capture: Vec<String>,
     pub capture_halves: CaptureHalves,
+    /// Record cross-attention probabilities at every step (the conditional half), DAAM-style.
+    pub attention: Option<AttentionCapture>,
     /// Decode the predicted clean image (x̂₀) at every step.
     pub decode_every_step: bool,
     /// One line per step on stderr.
@@ -73,6 +76,7 @@ impl GenerateRequest {
             scheduler: None,
             capture: Vec::new(),
             capture_halves: CaptureHalves::Conditional,
+            attention: None,
             decode_every_step: false,
             progress: true,
         }
@@ -124,6 +128,12 @@ impl GenerateRequest {
         self
     }
 
+    /// Record cross-attention maps at every step (see [`crate::xattn`]).
+    pub fn attention(mut self, capture: AttentionCapture) -> Self {
+        self.attention = Some(capture);
+        self
+    }
+
     pub fn decode_every_step(mut self, yes: bool) -> Self {
         self.decode_every_step = yes;
         self
@@ -162,6 +172,8 @@ pub struct Generation {
     pub step_images: Vec<Tensor>,
     /// Per position `[steps, ..native]` (timestep labels rounded to integers), when positions were captured.
     pub representations: Option<Representations>,
+    /// Cross-attention maps of every step (conditional half), when requested.
+    pub attention: Option<AttentionMaps>,
 }
 
 impl Generation {
@@ -268,6 +280,11 @@ impl Pipeline {
         }
         let positions = self.resolve_positions(&request.capture)?;
         interventions.resolve(self.positions())?;
+        let attention_layers = match &request.attention {
+            Some(capture) => Some(self.resolve_attention_layers(capture)?),
+            None => None,
+        };
+        let mut attention_steps: BTreeMap<String, Vec<Tensor>> = BTreeMap::new();
         let guided = guidance > 1.0 && self.unet.config.time_cond_proj_dim.is_none();
         let path = self.source.root.join("scheduler").join("scheduler_config.json");
         let mut sampler = build_sampler(request.scheduler, &self.scheduler_config, &path, steps)?;
@@ -301,10 +318,17 @@ impl Pipeline {
             let input = sampler.scale_model_input(&input, i)?;
             let mut taps = Taps::capture(positions.iter().cloned(), false);
             interventions.install(&mut taps, i, t, guided);
+            if let (Some(layers), Some(capture)) = (&attention_layers, &request.attention) {
+                taps.record_attention(layers.clone(), capture.per_head);
+            }
             let added_cond = added.as_ref().map(|(text_embeds, time_ids)| AddedConditioning { text_embeds, time_ids });
             let out =
                 self.unet.forward(&input.f_to_kind(self.options.dtype)?, t, &cond.context, added_cond, &mut taps)?;
             let out = out.ok_or_else(|| Error::invalid("U-Net pass", "stopped before its output"))?;
+            let cond_index = if guided { 1 } else { 0 };
+            for (layer, probs) in taps.take_attention() {
+                attention_steps.entry(layer).or_default().push(probs.f_get(cond_index)?.f_to_device(tch::Device::Cpu)?);
+            }
             for (p, tensor) in taps.into_captured() {
                 let halves: Vec<(usize, i64)> = match (guided, request.capture_halves) {
                     (false, CaptureHalves::Unconditional) => vec![],
@@ -358,7 +382,20 @@ impl Pipeline {
             }
             Some(reprs)
         };
+        let attention = if request.attention.is_some() {
+            let latent = (latents.size()[2], latents.size()[3]);
+            let maps = assemble(attention_steps, latent)?;
+            let order: Vec<String> = self.positions().iter().filter(|p| maps.contains_key(*p)).cloned().collect();
+            let tokens = self.token_tables(&request.prompt)?.remove(0);
+            let per_head = request.attention.as_ref().is_some_and(|c| c.per_head);
+            let mut maps = AttentionMaps::new(maps, order, timesteps.clone(), (height, width), tokens, per_head);
+            maps.image = Some(to_rgb8(&image.f_get(0)?)?);
+            Some(maps)
+        } else {
+            None
+        };
         Ok(Generation {
+            attention,
             prompt: request.prompt.clone(),
             seed: request.seed,
             sampler: sampler.kind(),

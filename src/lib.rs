@@ -32,6 +32,7 @@ pub mod pipeline;
 pub mod posterior_cache;
 pub mod representations;
 pub mod tensor_io;
+pub mod xattn;
 
 /// Everything a notebook needs, in one `use`.
 pub mod prelude {
@@ -42,5 +43,6 @@ pub mod prelude {
     pub use crate::pipeline::{LoadOptions, Pipeline};
     pub use crate::representations::Representations;
     pub use crate::schedulers::SamplerKind;
+    pub use crate::xattn::{AttentionMaps, AttentionRequest, MapQuery, TokenSelection};
     pub use tch::{Device, Kind, Tensor};
 }

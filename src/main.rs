@@ -62,6 +62,8 @@ enum Command {
     },
     /// Generate an image from a prompt (diffusers-identical), optionally capturing positions at every step.
     Generate(cli::GenerateArgs),
+    /// Cross-attention maps of an image for a prompt, per layer; optionally render tokens or a word as PNG.
+    Xattn(cli::XattnArgs),
     /// Time extraction against diffusers on a random-weight SD1.5-architecture pipeline.
     Bench(cli::BenchArgs),
     #[command(hide = true)]
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
             cli::extract(&cli::ExtractArgs { model, image, positions, timestep, seed, prompt, out, whole_pass })
         }
         Command::Generate(args) => cli::generate(&args),
+        Command::Xattn(args) => cli::xattn(&args),
         Command::Bench(args) => cli::bench(&args),
         Command::BenchWorker(args) => sdscope::bench::worker(&args),
     };

@@ -20,6 +20,15 @@ pub struct Taps<'e> {
     editors: HashMap<String, Editor<'e>>,
     record_all: bool,
     stop_early: bool,
+    attention: Option<AttentionTap>,
+}
+
+/// Which attention layers record their probabilities, and how.
+struct AttentionTap {
+    /// `None`: every cross-attention layer (`…attn2`).
+    layers: Option<HashSet<String>>,
+    per_head: bool,
+    recorded: HashMap<String, Tensor>,
 }
 
 impl<'e> Taps<'e> {
@@ -47,9 +56,38 @@ impl<'e> Taps<'e> {
         self.editors.insert(position.into(), editor);
     }
 
+    /// Also record attention probabilities `softmax(QKᵀ/√d)` of these layers (every cross-attention layer when
+    /// `None`), averaged over heads unless `per_head`.
+    pub fn record_attention(&mut self, layers: Option<Vec<String>>, per_head: bool) {
+        let layers = layers.map(|l| l.into_iter().collect());
+        self.attention = Some(AttentionTap { layers, per_head, recorded: HashMap::new() });
+    }
+
+    /// Whether the attention layer at `path` should record its probabilities (and whether per head).
+    pub fn wants_attention(&self, path: &str, cross: bool) -> Option<bool> {
+        let tap = self.attention.as_ref()?;
+        let wanted = match &tap.layers {
+            Some(layers) => layers.contains(path),
+            None => cross,
+        };
+        wanted.then_some(tap.per_head)
+    }
+
+    /// Store attention probabilities `[B, heads or 1, L, S]` of a layer.
+    pub fn store_attention(&mut self, path: &str, probs: Tensor) {
+        if let Some(tap) = &mut self.attention {
+            tap.recorded.insert(path.to_string(), probs);
+        }
+    }
+
+    /// The recorded attention probabilities, by layer path.
+    pub fn take_attention(&mut self) -> HashMap<String, Tensor> {
+        self.attention.as_mut().map(|t| std::mem::take(&mut t.recorded)).unwrap_or_default()
+    }
+
     /// Nothing is captured or edited: modules may then work in place on their own temporaries.
     pub fn is_passive(&self) -> bool {
-        self.wanted.is_empty() && self.editors.is_empty() && !self.record_all
+        self.wanted.is_empty() && self.editors.is_empty() && !self.record_all && self.attention.is_none()
     }
 
     /// Called by every module with its output; returns the (possibly replaced) output.

@@ -61,6 +61,19 @@ impl Attention {
         Ok(x.f_view([b, l, self.heads, self.head_dim])?.f_transpose(1, 2)?)
     }
 
+    /// `softmax(q·kᵀ/√d)` computed explicitly in float32 (the forward pass itself uses fused attention, so
+    /// recording changes nothing downstream).
+    /// # Shapes
+    /// `q: [B, heads, L, d]`, `k: [B, heads, S, d]` → `[B, heads, L, S]`, or `[B, 1, L, S]` averaged over heads
+    fn probabilities(&self, q: &Tensor, k: &Tensor, per_head: bool) -> Result<Tensor> {
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let q = q.f_to_kind(tch::Kind::Float)?;
+        let k = k.f_to_kind(tch::Kind::Float)?;
+        let scores = q.f_matmul(&k.f_transpose(-1, -2)?)?.f_mul_scalar(scale)?;
+        let probs = scores.f_softmax(-1, tch::Kind::Float)?;
+        Ok(if per_head { probs } else { probs.f_mean_dim(1, true, tch::Kind::Float)? })
+    }
+
     /// # Shapes
     /// tokens `[B, L, query_dim]` (or `[B, C, H, W]` for VAE-style attention), context `[B, S, context_dim]`
     /// → same shape as the input.
@@ -72,10 +85,14 @@ impl Attention {
             None => x.shallow_clone(),
         };
         let tokens = if spatial { tokens.f_flatten(2, 3)?.f_transpose(1, 2)? } else { tokens };
+        let is_cross = context.is_some();
         let context = context.unwrap_or(&tokens);
         let q = self.split_heads(&self.project(&self.to_q, &tokens, taps)?)?;
         let k = self.split_heads(&self.project(&self.to_k, context, taps)?)?;
         let v = self.split_heads(&self.project(&self.to_v, context, taps)?)?;
+        if let Some(per_head) = taps.wants_attention(&self.path, is_cross) {
+            taps.store_attention(&self.path, self.probabilities(&q, &k, per_head)?);
+        }
         let attended = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false)?;
         let (b, l) = (tokens.size()[0], tokens.size()[1]);
         let merged = attended.f_transpose(1, 2)?.f_reshape([b, l, self.heads * self.head_dim])?;
