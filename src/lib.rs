@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod display;
 pub mod error;
 pub mod hub;
 pub mod models;
@@ -36,6 +37,7 @@ pub mod xattn;
 
 /// Everything a notebook needs, in one `use`.
 pub mod prelude {
+    pub use crate::display::{Bins, Figure, Html, Picture, PictureGrid, Plot};
     pub use crate::error::{Error, Result};
     pub use crate::extract::ExtractRequest;
     pub use crate::generate::{CaptureHalves, GenerateRequest, Generation};
@@ -43,6 +45,6 @@ pub mod prelude {
     pub use crate::pipeline::{LoadOptions, Pipeline};
     pub use crate::representations::Representations;
     pub use crate::schedulers::SamplerKind;
-    pub use crate::xattn::{AttentionMaps, AttentionRequest, MapQuery, TokenSelection};
+    pub use crate::xattn::{AttentionCapture, AttentionMaps, AttentionRequest, Colormap, MapQuery, TokenSelection};
     pub use tch::{Device, Kind, Tensor};
 }

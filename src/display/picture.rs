@@ -1,0 +1,141 @@
+//! Pictures: RGB images with a caption, shown inline as PNG; grids of pictures with captions.
+
+use super::emit;
+use crate::error::{Error, Result};
+use crate::xattn::render::{html_grid, png_bytes, render, tensor_to_rgb, Colormap, RenderMode, RenderOptions};
+use image::RgbImage;
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+/// An RGB picture with a caption.
+#[derive(Debug, Clone)]
+pub struct Picture {
+    pub image: RgbImage,
+    pub caption: String,
+}
+
+impl Picture {
+    pub fn new(image: RgbImage, caption: impl Into<String>) -> Self {
+        Self { image, caption: caption.into() }
+    }
+
+    /// From a tensor: `[H, W, 3]` uint8, or `[3, H, W]` / `[1, 3, H, W]` float in [-1, 1] (what the VAE decodes
+    /// and `load_image` gives).
+    pub fn from_tensor(t: &Tensor, caption: impl Into<String>) -> Result<Self> {
+        let t = if t.dim() == 4 { t.f_get(0)? } else { t.shallow_clone() };
+        let image = if t.kind() == Kind::Uint8 {
+            tensor_to_rgb(&t)?
+        } else if t.dim() == 3 && t.size()[0] == 3 {
+            tensor_to_rgb(&crate::models::vae_decoder::to_rgb8(&t)?)?
+        } else {
+            return Err(Error::Shape {
+                context: "picture".into(),
+                why: format!(
+                    "expected [H, W, 3] uint8 or [3, H, W] float in [-1, 1], got {:?} {:?}",
+                    t.kind(),
+                    t.size()
+                ),
+            });
+        };
+        Ok(Self::new(image, caption))
+    }
+
+    /// Read an image file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let image =
+            image::open(path).map_err(|e| Error::BadImage { path: path.to_path_buf(), why: e.to_string() })?.to_rgb8();
+        Ok(Self::new(image, path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()))
+    }
+
+    /// A map `[h, w]` in a colormap (range from the data unless given), with a colour bar.
+    pub fn heatmap(
+        map: &Tensor,
+        colormap: Colormap,
+        range: Option<(f64, f64)>,
+        caption: impl Into<String>,
+    ) -> Result<Self> {
+        let options = RenderOptions {
+            colormap,
+            vmin: range.map(|r| r.0),
+            vmax: range.map(|r| r.1),
+            ..RenderOptions::mode(RenderMode::Heat)
+        };
+        Ok(Self::new(render(map, None, &options)?, caption))
+    }
+
+    /// Nearest-neighbour enlargement (small latent-sized maps).
+    pub fn scaled(mut self, factor: u32) -> Self {
+        let (w, h) = self.image.dimensions();
+        self.image = image::imageops::resize(
+            &self.image,
+            w * factor.max(1),
+            h * factor.max(1),
+            image::imageops::FilterType::Nearest,
+        );
+        self
+    }
+
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        self.image.save(path).map_err(|e| Error::invalid(format!("writing {}", path.display()), e.to_string()))
+    }
+
+    pub fn png(&self) -> Result<Vec<u8>> {
+        png_bytes(&self.image)
+    }
+
+    pub fn to_html(&self) -> Result<String> {
+        html_grid(&[(self.caption.clone(), self.image.clone())], 128)
+    }
+
+    pub fn evcxr_display(&self) {
+        let (w, h) = self.image.dimensions();
+        match self.to_html() {
+            Ok(html) => emit(&html, &format!("Picture {w}×{h} {}", self.caption)),
+            Err(e) => println!("{e}"),
+        }
+    }
+}
+
+/// Several pictures side by side, each with its caption.
+#[derive(Debug, Clone, Default)]
+pub struct PictureGrid {
+    pub pictures: Vec<Picture>,
+    /// Smallest displayed width in pixels (small maps are scaled up without smoothing).
+    pub min_width: u32,
+}
+
+impl PictureGrid {
+    pub fn new(pictures: Vec<Picture>) -> Self {
+        Self { pictures, min_width: 128 }
+    }
+
+    pub fn to_html(&self) -> Result<String> {
+        let items: Vec<(String, RgbImage)> =
+            self.pictures.iter().map(|p| (p.caption.clone(), p.image.clone())).collect();
+        html_grid(&items, self.min_width)
+    }
+
+    /// The grid as one image (pictures top-aligned in a row, 8 px apart, white background; no captions).
+    pub fn to_image(&self) -> RgbImage {
+        let gap = 8;
+        let width = self.pictures.iter().map(|p| p.image.width() + gap).sum::<u32>().saturating_sub(gap).max(1);
+        let height = self.pictures.iter().map(|p| p.image.height()).max().unwrap_or(1);
+        let mut out = RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
+        let mut x = 0;
+        for p in &self.pictures {
+            image::imageops::replace(&mut out, &p.image, x as i64, 0);
+            x += p.image.width() + gap;
+        }
+        out
+    }
+
+    pub fn evcxr_display(&self) {
+        let captions: Vec<&str> = self.pictures.iter().map(|p| p.caption.as_str()).collect();
+        match self.to_html() {
+            Ok(html) => emit(&html, &format!("{} pictures: {}", self.pictures.len(), captions.join(", "))),
+            Err(e) => println!("{e}"),
+        }
+    }
+}
