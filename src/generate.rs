@@ -186,6 +186,12 @@ impl Generation {
         save_rgb8_png(&self.rgb8()?, path.as_ref())
     }
 
+    /// The generated image as an extraction input (8-bit, like a saved PNG read back).
+    pub fn as_input(&self) -> Result<crate::image_io::PreparedImage> {
+        let rgb = crate::xattn::render::tensor_to_rgb(&self.rgb8()?)?;
+        crate::image_io::prepare_rgb(rgb, 8)
+    }
+
     /// Write the final latents as safetensors under the key `latents` (`[1, 4, H/8, W/8]`, float32).
     pub fn save_latents(&self, path: impl AsRef<Path>) -> Result<()> {
         let latents = self.latents.f_to_kind(Kind::Float)?.f_to_device(tch::Device::Cpu)?;

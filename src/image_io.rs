@@ -15,6 +15,13 @@ pub struct PreparedImage {
     pub resized_from: Option<(i64, i64)>,
 }
 
+impl PreparedImage {
+    /// Another handle on the same pixels (to extract the same image several times).
+    pub fn shallow_clone(&self) -> Self {
+        Self { pixels: self.pixels.shallow_clone(), size: self.size, resized_from: self.resized_from }
+    }
+}
+
 /// Load an image file (grayscale, alpha and 16-bit images are converted to 8-bit RGB like PIL's
 /// `convert("RGB")`) and scale it to [-1, 1]. Sizes that are not multiples of `multiple` are reduced to the
 /// nearest smaller multiple (Lanczos resampling, like diffusers).

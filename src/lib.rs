@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod datasets;
 pub mod display;
 pub mod error;
 pub mod hub;

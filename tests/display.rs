@@ -68,7 +68,7 @@ fn result_types_render_as_html() {
     assert!(html.contains("data:image/png;base64,"));
     assert!(!html.contains("<script>"), "prompt text is escaped");
     assert!(html.contains("&lt;"));
-    let grid = maps.layer_step_grid(&TokenSelection::Word("cat".into())).unwrap();
+    let grid = maps.layer_step_grid(&TokenSelection::Word("cat".into()), &sdscope::xattn::LayerSelect::All).unwrap();
     assert_eq!(grid.matches("<img").count(), maps.layers().len());
 
     let out = pipe.generate(&GenerateRequest::new("a <b>cat</b>").steps(2).size(64, 64).progress(false)).unwrap();
@@ -79,4 +79,22 @@ fn result_types_render_as_html() {
         PictureGrid::new(vec![Picture::open(&image).unwrap(), Picture::from_tensor(&out.image, "generated").unwrap()]);
     assert_eq!(grid.to_html().unwrap().matches("<figure").count(), 2);
     assert_eq!(grid.to_image().height(), 64);
+}
+
+#[test]
+fn sample_photos_and_loaders() {
+    let samples = sdscope::datasets::samples();
+    assert_eq!(samples.len(), 4);
+    for s in &samples {
+        assert!(s.path.is_file(), "{} missing", s.path.display());
+        let (_, img) = sdscope::datasets::load_resized(&s.path, 100).unwrap();
+        let (h, w) = img.size;
+        assert!(h % 8 == 0 && w % 8 == 0 && h.max(w) <= 100, "{}: {h}×{w}", s.name);
+        assert_eq!(img.pixels.size(), vec![1, 3, h, w]);
+    }
+    assert!(sdscope::datasets::sample("CAT").is_ok());
+    let err = sdscope::datasets::sample("dog").unwrap_err();
+    assert!(err.to_string().contains("astronaut"), "{err}");
+    let listed = sdscope::datasets::image_folder(sdscope::datasets::samples_dir()).unwrap();
+    assert_eq!(listed.len(), 4);
 }

@@ -79,6 +79,9 @@ pub struct Plot {
     pub size: (u32, u32),
 }
 
+/// Width of a heat map's colour bar with its labels.
+const COLORBAR_WIDTH: u32 = 90;
+
 /// At most this many cells per side are drawn for heat maps and images (larger inputs are averaged down).
 const MAX_CELLS: usize = 96;
 
@@ -137,7 +140,7 @@ impl Plot {
         }
         let (h, w) = (map.size()[0] as usize, map.size()[1] as usize);
         let values = Vec::<f32>::try_from(map.f_to_kind(Kind::Float)?.f_contiguous()?.f_flatten(0, -1)?)?;
-        let size = (300u32 * w as u32 / h.max(1) as u32 + 70, 300);
+        let size = (300u32 * w as u32 / h.max(1) as u32 + COLORBAR_WIDTH, 300);
         Ok(Self { size, ..Self::with(title, Panel::Heatmap { values, h, w, colormap, range: None }) })
     }
 
@@ -217,12 +220,13 @@ impl Plot {
                     let c = colormap.color(((v as f64 - lo) / span) as f32);
                     RGBColor(c[0], c[1], c[2])
                 };
-                let (main, bar) = area.split_horizontally(area.dim_in_pixel().0.saturating_sub(70));
+                let (main, bar) = area.split_horizontally(area.dim_in_pixel().0.saturating_sub(COLORBAR_WIDTH));
                 draw_cells(&main, &self.title, h, w, title_style.clone(), |x, y| color(values[y * w + x]))?;
                 let mut chart = ChartBuilder::on(&bar)
                     .margin_top(28)
                     .margin_bottom(8)
-                    .y_label_area_size(45)
+                    .y_label_area_size(60)
+                    .margin_right(12)
                     .build_cartesian_2d(0.0..1.0, lo..lo + span)
                     .map_err(plot_error)?;
                 chart

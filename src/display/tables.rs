@@ -104,6 +104,18 @@ impl TokenTable {
 }
 
 impl AttentionMaps {
+    fn layer_matches(&self, layer: &str, select: &crate::xattn::LayerSelect) -> bool {
+        use crate::xattn::LayerSelect;
+        match select {
+            LayerSelect::All => true,
+            LayerSelect::Block(prefix) => {
+                crate::taps::normalize_position(prefix).map(|p| layer.starts_with(&format!("{p}."))).unwrap_or(false)
+            }
+            LayerSelect::Resolution(h) => self.grid(layer).map(|g| g.0 == *h).unwrap_or(false),
+            LayerSelect::List(list) => list.iter().any(|l| l == layer),
+        }
+    }
+
     fn picture(&self, query: &MapQuery, mode: RenderMode, caption: String) -> Result<Picture> {
         let map = self.map(query)?;
         let image = if matches!(mode, RenderMode::Overlay | RenderMode::Masked) { self.image.as_ref() } else { None };
@@ -129,11 +141,15 @@ impl AttentionMaps {
         Ok(PictureGrid::new(pictures))
     }
 
-    /// One map per selected token (or word) and layer × step: rows are layers, columns steps.
-    pub fn layer_step_grid(&self, tokens: &TokenSelection) -> Result<String> {
+    /// One map per selected token (or word), layer and step: rows are the selected layers, columns steps.
+    pub fn layer_step_grid(&self, tokens: &TokenSelection, layers: &crate::xattn::LayerSelect) -> Result<String> {
         use crate::xattn::{LayerSelect, StepSelect};
+        let chosen: Vec<String> = self.layers().iter().filter(|l| self.layer_matches(l, layers)).cloned().collect();
+        if chosen.is_empty() {
+            return Err(crate::error::Error::invalid(format!("layers {layers:?}"), "select no recorded layer"));
+        }
         let mut html = String::new();
-        for layer in self.layers() {
+        for layer in &chosen {
             let mut pictures = Vec::new();
             for (s, t) in self.timesteps.iter().enumerate() {
                 let query = MapQuery::new(tokens.clone())

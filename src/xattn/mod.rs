@@ -24,7 +24,7 @@ pub use render::{html_grid, render, Colormap, RenderMode, RenderOptions};
 pub use tokens::{TokenEntry, TokenKind, TokenSelection, TokenTable};
 
 use crate::error::{Error, Result};
-use crate::image_io::load_image;
+use crate::image_io::{load_image, PreparedImage};
 use crate::models::vae_decoder::to_rgb8;
 use crate::pipeline::Pipeline;
 use crate::taps::Taps;
@@ -141,12 +141,21 @@ impl Pipeline {
         Ok(Some(resolved))
     }
 
-    /// Cross-attention maps of an image (see [`AttentionRequest`]).
+    /// Cross-attention maps of an image file (see [`AttentionRequest`]).
     pub fn cross_attention(&self, image: impl AsRef<Path>, request: &AttentionRequest) -> Result<AttentionMaps> {
+        self.cross_attention_prepared(&load_image(image.as_ref(), 8)?, request)
+    }
+
+    /// Cross-attention maps of an image already prepared (e.g. by [`crate::datasets::load_resized`] or
+    /// [`crate::generate::Generation::as_input`]).
+    pub fn cross_attention_prepared(
+        &self,
+        prepared: &PreparedImage,
+        request: &AttentionRequest,
+    ) -> Result<AttentionMaps> {
         let _guard = tch::no_grad_guard();
         self.noise_schedule.check_timestep(request.timestep)?;
         let layers = self.resolve_attention_layers(&request.capture)?;
-        let prepared = load_image(image.as_ref(), 8)?;
         let seeded = self.seeded_latents(&prepared.pixels, request.seed)?;
         let noisy = self.noise_schedule.add_noise(&seeded.latents, &seeded.noise, request.timestep)?;
         let cond = self.encode_prompt(&request.prompt)?;
