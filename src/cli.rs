@@ -5,6 +5,8 @@ use sdscope::generate::{CaptureHalves, GenerateRequest};
 use sdscope::hub::resolve;
 use sdscope::pipeline::{load_tokenizers, load_unet, resolve_positions, LoadOptions, Pipeline};
 use sdscope::schedulers::SamplerKind;
+use sdscope::similarity::explorer::Explorer;
+use sdscope::similarity::{similarity_maps, Measure, Query};
 use sdscope::taps::Taps;
 use sdscope::xattn::{AttentionRequest, Colormap, MapQuery, Normalize, RenderMode, RenderOptions};
 use sdscope::{Error, Result};
@@ -302,5 +304,136 @@ pub fn xattn(args: &XattnArgs) -> Result<()> {
             .map_err(|e| Error::invalid(format!("writing {}", png.display()), e.to_string()))?;
         eprintln!("[sdscope] wrote the map of {} to {}", maps.tokens.label(&query.tokens), png.display());
     }
+    Ok(())
+}
+
+/// Flags of `sdscope similarity`.
+#[derive(clap::Args)]
+pub struct SimilarityArgs {
+    #[arg(long)]
+    pub model: String,
+    /// Comma-separated image files.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub images: Vec<PathBuf>,
+    #[arg(long)]
+    pub position: String,
+    #[arg(long, default_value_t = 50)]
+    pub timestep: i64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: i64,
+    /// The query token: IMAGE_INDEX:ROW,COL (0-based; ROW, COL index that image's grid at the position).
+    #[arg(long)]
+    pub query: String,
+    /// cosine, cosine-centered, dot-product, manhattan, euclidean, chebyshev or rel-l2-norm.
+    #[arg(long, default_value = "cosine")]
+    pub measure: String,
+    /// A PNG grid of the maps over the images (query marked in green, best matches in white).
+    #[arg(long)]
+    pub png: Option<PathBuf>,
+    /// One float32 map [h, w] per image, keyed "0", "1", … in the order given.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn parse_query(text: &str) -> Result<Query> {
+    let bad = || Error::invalid(format!("--query {text}"), "expected IMAGE_INDEX:ROW,COL, e.g. 0:12,20");
+    let (image, rest) = text.split_once(':').ok_or_else(bad)?;
+    let (row, col) = rest.split_once(',').ok_or_else(bad)?;
+    Ok(Query {
+        image: image.trim().parse().map_err(|_| bad())?,
+        row: row.trim().parse().map_err(|_| bad())?,
+        col: col.trim().parse().map_err(|_| bad())?,
+    })
+}
+
+/// `sdscope similarity`: one query token against every token of each image.
+pub fn similarity(args: &SimilarityArgs) -> Result<()> {
+    let query = parse_query(&args.query)?;
+    let measure = Measure::parse(&args.measure)?;
+    if args.png.is_none() && args.out.is_none() {
+        return Err(Error::invalid("similarity", "give --out FILE.safetensors and/or --png OUT.png"));
+    }
+    let pipe = Pipeline::load(&args.model)?;
+    let position = resolve_positions(pipe.positions(), &[args.position.as_str()])?.remove(0);
+    let request = ExtractRequest::new([position.clone()]).timestep(args.timestep).seed(args.seed);
+    let mut grids = Vec::new();
+    let mut pictures = Vec::new();
+    for path in &args.images {
+        // Each image on its own, exactly as `sdscope extract` does it.
+        let reprs = pipe.extract(&request, &[path])?;
+        grids.push(reprs.image(&position, 0)?.f_get(0)?);
+        pictures.push(sdscope::image_io::load_image(path, 8)?);
+    }
+    let maps = similarity_maps(&grids, query, measure)?;
+    for (i, m) in maps.iter().enumerate() {
+        eprintln!(
+            "[sdscope] image {i} ({}): {:?} grid, mean {:.4} ± {:.4}, best match {:?}",
+            args.images[i].display(),
+            m.map.size(),
+            m.mean,
+            m.std,
+            m.best
+        );
+    }
+    if let Some(out) = &args.out {
+        let tensors: Vec<(String, Tensor)> =
+            maps.iter().enumerate().map(|(i, m)| (i.to_string(), m.map.shallow_clone())).collect();
+        sdscope::tensor_io::save(out, &tensors, None)?;
+        eprintln!("[sdscope] wrote {} maps to {}", tensors.len(), out.display());
+    }
+    if let Some(png) = &args.png {
+        let images = pictures
+            .iter()
+            .map(|p| sdscope::models::vae_decoder::to_rgb8(&p.pixels.f_get(0)?))
+            .collect::<Result<Vec<_>>>()?;
+        let grid = sdscope::similarity::render_maps(&maps, &images, query)?;
+        grid.to_image().save(png).map_err(|e| Error::invalid(format!("writing {}", png.display()), e.to_string()))?;
+        eprintln!("[sdscope] wrote {}", png.display());
+    }
+    Ok(())
+}
+
+/// Flags of `sdscope explorer`.
+#[derive(clap::Args)]
+pub struct ExplorerArgs {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub images: Vec<PathBuf>,
+    /// Positions to offer (default: up_blocks[1] for one text encoder, up_blocks[0] for SDXL).
+    #[arg(long, value_delimiter = ',')]
+    pub positions: Vec<String>,
+    /// Noise steps to offer.
+    #[arg(long, value_delimiter = ',', default_values_t = [0i64, 20, 50, 100, 200, 500, 999])]
+    pub timesteps: Vec<i64>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: i64,
+    /// Where the standalone page goes.
+    #[arg(long)]
+    pub html: PathBuf,
+}
+
+/// `sdscope explorer`: the hover explorer as a standalone HTML page.
+pub fn explorer(args: &ExplorerArgs) -> Result<()> {
+    let pipe = Pipeline::load(&args.model)?;
+    let positions = if args.positions.is_empty() {
+        vec![if pipe.family == sdscope::pipeline::Family::Xl { "up_blocks[0]" } else { "up_blocks[1]" }.to_string()]
+    } else {
+        args.positions.clone()
+    };
+    let request = ExtractRequest::new(positions).timesteps(&args.timesteps).seed(args.seed);
+    let reprs = pipe.extract(&request, &args.images)?;
+    let pictures = args
+        .images
+        .iter()
+        .map(|p| sdscope::models::vae_decoder::to_rgb8(&sdscope::image_io::load_image(p, 8)?.pixels.f_get(0)?))
+        .collect::<Result<Vec<_>>>()?;
+    let explorer = Explorer::new(&reprs, &pictures)?;
+    explorer.save_html(&args.html)?;
+    eprintln!(
+        "[sdscope] wrote {} ({:.1} MB of float16 representations)",
+        args.html.display(),
+        explorer.data_bytes() as f64 / 1e6
+    );
     Ok(())
 }

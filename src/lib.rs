@@ -18,6 +18,7 @@ pub mod hub;
 pub mod models;
 pub mod nn;
 pub mod schedulers;
+pub mod similarity;
 pub mod taps;
 pub mod tokenizer;
 pub mod weights;

@@ -64,10 +64,26 @@ enum Command {
     Generate(cli::GenerateArgs),
     /// Cross-attention maps of an image for a prompt, per layer; optionally render tokens or a word as PNG.
     Xattn(cli::XattnArgs),
+    /// Similarity of one query token to every token of each image, as maps (safetensors and/or PNG).
+    Similarity(cli::SimilarityArgs),
+    /// The hover similarity explorer as a standalone, offline HTML page.
+    Explorer(cli::ExplorerArgs),
     /// Time extraction against diffusers on a random-weight SD1.5-architecture pipeline.
     Bench(cli::BenchArgs),
     #[command(hide = true)]
     BenchWorker(sdscope::bench::WorkerArgs),
+    /// An explorer page over random representations, for timing hover updates in a browser.
+    #[command(hide = true)]
+    ExplorerSynthetic {
+        #[arg(long)]
+        html: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        images: usize,
+        #[arg(long, default_value_t = 32)]
+        side: i64,
+        #[arg(long, default_value_t = 1280)]
+        channels: i64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,8 +96,14 @@ fn main() -> ExitCode {
         }
         Command::Generate(args) => cli::generate(&args),
         Command::Xattn(args) => cli::xattn(&args),
+        Command::Similarity(args) => cli::similarity(&args),
+        Command::Explorer(args) => cli::explorer(&args),
         Command::Bench(args) => cli::bench(&args),
         Command::BenchWorker(args) => sdscope::bench::worker(&args),
+        Command::ExplorerSynthetic { html, images, side, channels } => {
+            sdscope::similarity::explorer::Explorer::synthetic(images, side, side, channels, 0)
+                .and_then(|e| e.save_html(&html))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
