@@ -7,6 +7,10 @@
 //! of the current executable ([`WORKER_SUBCOMMAND`], handled by [`worker`]), diffusers through
 //! `tests/bench/diffusers_extract.py`. Both scripts are compiled into the binary and written to the work folder.
 
+mod report;
+
+use report::gib;
+
 use crate::error::{Error, Result};
 use crate::extract::ExtractRequest;
 use crate::hub::component_weights;
@@ -26,14 +30,14 @@ pub const WORKER_SUBCOMMAND: &str = "bench-worker";
 /// The worker's `--positions` value that stands for every top-level position (those without a dot).
 pub const TOP_LEVEL: &str = "top-level";
 
-const MAKE_SCRIPT: (&str, &str) = ("make_random_sd15.py", include_str!("../tests/bench/make_random_sd15.py"));
-const DIFFUSERS_SCRIPT: (&str, &str) = ("diffusers_extract.py", include_str!("../tests/bench/diffusers_extract.py"));
+const MAKE_SCRIPT: (&str, &str) = ("make_random_sd15.py", include_str!("../../tests/bench/make_random_sd15.py"));
+const DIFFUSERS_SCRIPT: (&str, &str) = ("diffusers_extract.py", include_str!("../../tests/bench/diffusers_extract.py"));
 
 /// The goals of the issue: full pass no slower than diffusers, `mid_block` at most 0.6× diffusers' time,
 /// peak memory at most 1.2× the weights' size.
-const GOAL_FULL: f64 = 1.0;
-const GOAL_MID: f64 = 0.6;
-const GOAL_MEMORY: f64 = 1.2;
+pub(super) const GOAL_FULL: f64 = 1.0;
+pub(super) const GOAL_MID: f64 = 0.6;
+pub(super) const GOAL_MEMORY: f64 = 1.2;
 
 /// What `sdscope bench` measures and with what.
 #[derive(Debug, Clone)]
@@ -143,11 +147,11 @@ impl SideReport {
     }
 }
 
-fn best(times: &[f64]) -> f64 {
+pub(super) fn best(times: &[f64]) -> f64 {
     times.iter().copied().fold(f64::NAN, f64::min)
 }
 
-fn median(times: &[f64]) -> f64 {
+pub(super) fn median(times: &[f64]) -> f64 {
     let mut t = times.to_vec();
     t.sort_by(f64::total_cmp);
     match t.len() {
@@ -366,10 +370,10 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 /// One measured case.
-struct Case {
-    name: &'static str,
-    sdscope: SideReport,
-    diffusers: Option<SideReport>,
+pub(super) struct Case {
+    pub(super) name: &'static str,
+    pub(super) sdscope: SideReport,
+    pub(super) diffusers: Option<SideReport>,
 }
 
 /// Run the whole benchmark and print its table on stdout (progress on stderr). Takes minutes.
@@ -473,7 +477,7 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
         }
         cases.push(Case { name, sdscope, diffusers });
     }
-    print!("{}", render(opts, &model, &sizes, &cases));
+    print!("{}", report::render(opts, &model, &sizes, &cases));
     Ok(())
 }
 
@@ -492,7 +496,7 @@ fn check_agreement(name: &str, ours: &SideReport, theirs: &SideReport) -> Result
     Ok(())
 }
 
-fn worst_norm_difference(ours: &SideReport, theirs: &SideReport) -> (String, f64) {
+pub(super) fn worst_norm_difference(ours: &SideReport, theirs: &SideReport) -> (String, f64) {
     let mut worst = (String::new(), 0.0);
     for (p, &a) in &ours.norms {
         let b = theirs.norms.get(p).copied().unwrap_or(f64::NAN);
@@ -502,169 +506,6 @@ fn worst_norm_difference(ours: &SideReport, theirs: &SideReport) -> (String, f64
         }
     }
     worst
-}
-
-fn gib(bytes: Option<u64>) -> String {
-    bytes.map_or_else(|| "n/a".to_string(), |b| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64))
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "NOT met"
-    }
-}
-
-fn seconds(t: f64) -> String {
-    if t.is_nan() {
-        "-".into()
-    } else {
-        format!("{t:.2} s")
-    }
-}
-
-fn ratio(r: Option<f64>) -> String {
-    r.map_or("-".into(), |r| format!("{r:.2}×"))
-}
-
-fn render(opts: &BenchOptions, model: &Path, sizes: &WeightSizes, cases: &[Case]) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let threads = cases.first().map_or(0, |c| c.sdscope.threads);
-    let py_threads = cases.iter().find_map(|c| c.diffusers.as_ref().map(|d| d.threads));
-    let _ = writeln!(s, "\nsdscope bench: {}, {}×{} image, CPU", model.display(), opts.size, opts.size);
-    let _ = writeln!(
-        s,
-        "best of {} extractions per case, each side of each case in a fresh process; torch threads: sdscope \
-         {threads}, diffusers {}",
-        opts.repeats,
-        py_threads.map_or("-".into(), |t| t.to_string()),
-    );
-    let _ = writeln!(
-        s,
-        "weights: {} in files (unet {}, vae {}, text encoder {}); sdscope holds {} (no VAE decoder)",
-        gib(Some(sizes.files)),
-        gib(Some(sizes.unet)),
-        gib(Some(sizes.vae)),
-        gib(Some(sizes.text_encoder)),
-        gib(Some(sizes.held))
-    );
-
-    // Extraction times.
-    let mut goals: Vec<(String, bool)> = Vec::new();
-    let _ = writeln!(s, "\nextraction of a new image (prompt, VAE encoding, noise, U-Net pass):");
-    let _ = writeln!(
-        s,
-        "{:<22} {:>10} {:>10} {:>7} {:>13}   goal",
-        "positions", "sdscope", "diffusers", "ratio", "median ratio"
-    );
-    for case in cases {
-        let label = if case.sdscope.positions.len() > 1 {
-            format!("{} ({})", case.name, case.sdscope.positions.len())
-        } else {
-            case.name.to_string()
-        };
-        let ours = case.sdscope.best_s();
-        let theirs = case.diffusers.as_ref().map_or(f64::NAN, SideReport::best_s);
-        let r = case.diffusers.as_ref().map(|d| ours / d.best_s());
-        let median_r = case.diffusers.as_ref().map(|d| case.sdscope.median_s() / d.median_s());
-        let goal = match case.name {
-            "mid_block" => Some(GOAL_MID),
-            "all top-level" => Some(GOAL_FULL),
-            _ => None,
-        };
-        let goal_text = match (goal, r) {
-            (Some(g), Some(r)) => {
-                goals.push((format!("{} ≤ {g:.1}× diffusers' time", case.name), r <= g));
-                format!("≤ {g:.1}×: {}", verdict(r <= g))
-            }
-            (Some(g), None) => format!("≤ {g:.1}×"),
-            _ => String::new(),
-        };
-        let _ = writeln!(
-            s,
-            "{label:<22} {:>10} {:>10} {:>7} {:>13}   {goal_text}",
-            seconds(ours),
-            seconds(theirs),
-            ratio(r),
-            ratio(median_r)
-        );
-    }
-    let _ = writeln!(s, "\nthe same image again (sdscope reuses its cached VAE posterior; diffusers encodes again):");
-    for case in cases {
-        let ours = best(&case.sdscope.cached_times_s);
-        let theirs = case.diffusers.as_ref().map_or(f64::NAN, SideReport::best_s);
-        let r = case.diffusers.as_ref().map(|d| ours / d.best_s());
-        let _ = writeln!(s, "{:<22} {:>10} {:>10} {:>7}", case.name, seconds(ours), seconds(theirs), ratio(r));
-    }
-
-    // Load time.
-    let med = |values: Vec<f64>| if values.is_empty() { "-".to_string() } else { format!("{:.1} s", median(&values)) };
-    let first = |r: &SideReport| r.load_s + r.import_s.unwrap_or(0.0) + r.times_s.first().copied().unwrap_or(f64::NAN);
-    let _ = writeln!(
-        s,
-        "\nload time (median over the {} processes): sdscope {}, diffusers {} (+ {} of Python imports; diffusers maps \
-         the files and reads the weights during the first pass)",
-        cases.len(),
-        med(cases.iter().map(|c| c.sdscope.load_s).collect()),
-        med(cases.iter().filter_map(|c| Some(c.diffusers.as_ref()?.load_s)).collect()),
-        med(cases.iter().filter_map(|c| c.diffusers.as_ref()?.import_s).collect()),
-    );
-    let _ = writeln!(
-        s,
-        "start to first result (imports + load + first extraction), median: sdscope {}, diffusers {}",
-        med(cases.iter().map(|c| first(&c.sdscope)).collect()),
-        med(cases.iter().filter_map(|c| Some(first(c.diffusers.as_ref()?))).collect()),
-    );
-
-    // Peak memory.
-    let _ = writeln!(
-        s,
-        "\npeak memory (VmHWM for sdscope, ru_maxrss for Python), and as a multiple of the weights' files ({}):",
-        gib(Some(sizes.files))
-    );
-    let _ = writeln!(s, "{:<22} {:>22} {:>22}", "process", "sdscope", "diffusers");
-    let mult = |b: Option<u64>| {
-        b.map_or_else(|| "-".to_string(), |b| format!("{} ({:.2}×)", gib(Some(b)), b as f64 / sizes.files as f64))
-    };
-    let _ = writeln!(
-        s,
-        "{:<22} {:>22} {:>22}",
-        "after loading",
-        mult(cases.iter().filter_map(|c| c.sdscope.peak_rss_after_load_bytes).max()),
-        mult(cases.iter().filter_map(|c| c.diffusers.as_ref()?.peak_rss_after_load_bytes).max())
-    );
-    for case in cases {
-        let _ = writeln!(
-            s,
-            "{:<22} {:>22} {:>22}",
-            case.name,
-            mult(case.sdscope.peak_rss_bytes),
-            mult(case.diffusers.as_ref().and_then(|d| d.peak_rss_bytes))
-        );
-    }
-    if let Some(peak) = cases.iter().filter_map(|c| c.sdscope.peak_rss_bytes).max() {
-        goals.push((
-            format!("sdscope peak memory ≤ {GOAL_MEMORY:.1}× the weights' size"),
-            peak as f64 <= GOAL_MEMORY * sizes.files as f64,
-        ));
-    }
-
-    let agreement: Vec<String> = cases
-        .iter()
-        .filter_map(|c| c.diffusers.as_ref().map(|d| (c.name, worst_norm_difference(&c.sdscope, d))))
-        .map(|(n, (p, r))| format!("{n} {r:.1e} (at {p})"))
-        .collect();
-    if !agreement.is_empty() {
-        let _ =
-            writeln!(s, "\nsame outputs? largest relative difference of the captured norms: {}", agreement.join(", "));
-    }
-    let _ = writeln!(s, "\ngoals:");
-    for (goal, ok) in &goals {
-        let _ = writeln!(s, "  {goal}: {}", verdict(*ok));
-    }
-    s
 }
 
 #[cfg(test)]
