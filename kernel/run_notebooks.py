@@ -122,6 +122,29 @@ def stderr_problems(nb, allowed):
     return problems
 
 
+# sdscope's result types, as their `Debug` output starts.
+DISPLAY_TYPES = re.compile(
+    r"^(Picture|PictureGrid|Plot|Figure|Html|Representations|AttentionMaps|TokenTable|Generation|Explorer)\b"
+)
+
+
+def debug_fallbacks(nb):
+    """Cells whose value is one of sdscope's result types but came out as text only. evcxr shows a cell's final
+    expression through its `evcxr_display` method and falls back to `Debug` when that attempt does not compile,
+    which happens e.g. when the expression moves a variable bound earlier in the same cell."""
+    found = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for out in cell.get("outputs", []):
+            data = out.get("data", {}) if out.get("output_type") == "execute_result" else {}
+            text = data.get("text/plain", "")
+            text = "".join(text) if isinstance(text, list) else text
+            if "text/html" not in data and DISPLAY_TYPES.match(text.strip()):
+                found.append((index, cell, text.strip()[:200]))
+    return found
+
+
 def warm(args):
     import nbformat
 
@@ -198,6 +221,16 @@ def run(args):
         if error is not None:
             failures.append(path.name)
             print(f"\n===== {path.name}: a cell failed =====\n{error}\n", file=sys.stderr, flush=True)
+        elif debug_fallbacks(nb):
+            failures.append(path.name)
+            for i, cell, text in debug_fallbacks(nb):
+                print(
+                    f"\n===== {path.name}: cell #{i} shows its value as Debug text, not HTML =====\n{cell.source}\n"
+                    f"------------------\n{text}\n(evcxr could not call evcxr_display on it; when the last expression "
+                    f"moves a variable bound in the same cell, end the cell with `value.evcxr_display();` instead)\n",
+                    file=sys.stderr,
+                    flush=True,
+                )
         elif pictures == 0:
             failures.append(path.name)
             print(

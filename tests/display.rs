@@ -46,6 +46,14 @@ fn plots_render_to_svg_and_png() {
     assert!(image::open(dir.join("figure.png")).is_ok());
     assert!(std::fs::read_to_string(dir.join("figure.svg")).unwrap().contains("<svg"));
 
+    // evcxr shows a cell's value with `Debug` when it cannot call `evcxr_display`: a summary, not the data.
+    let debug = format!("{figure:?} {:?}", PictureGrid::new(vec![picture.clone(), picture.clone()]));
+    assert!(debug.len() < 1000, "Debug prints the data: {} bytes", debug.len());
+    assert!(
+        debug.contains("Picture(24×16, \"grey\")") && debug.contains("Lines(2 series: t=0, t=100 & more)"),
+        "{debug}"
+    );
+
     let bad = Plot::lines("bad").series("s", &[1.0, 2.0], &[1.0]);
     assert!(bad.to_svg().is_err());
     assert!(Plot::histogram("neg", &[-1.0, -2.0], Bins::Log(10)).to_svg().is_err());

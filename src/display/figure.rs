@@ -47,7 +47,7 @@ pub enum Bins {
 }
 
 /// What a plot shows.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Panel {
     Lines(Vec<Series>),
     Scatter(Vec<Series>),
@@ -64,6 +64,22 @@ pub enum Panel {
         range: Option<(f64, f64)>,
     },
     Image(RgbImage),
+}
+
+/// What the panel holds, not its data (see [`Picture`]'s `Debug`).
+impl std::fmt::Debug for Panel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let labels = |series: &[Series]| series.iter().map(|s| s.label.as_str()).collect::<Vec<_>>().join(", ");
+        match self {
+            Panel::Lines(series) => write!(f, "Lines({} series: {})", series.len(), labels(series)),
+            Panel::Scatter(series) => write!(f, "Scatter({} series: {})", series.len(), labels(series)),
+            Panel::Histogram { values, bins } => write!(f, "Histogram({} values, {bins:?})", values.len()),
+            Panel::Heatmap { h, w, colormap, range, .. } => {
+                write!(f, "Heatmap({h}×{w}, {colormap:?}, range {range:?})")
+            }
+            Panel::Image(image) => write!(f, "Image({}×{})", image.width(), image.height()),
+        }
+    }
 }
 
 /// One chart with a title and axis labels.

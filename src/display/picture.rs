@@ -8,10 +8,18 @@ use std::path::Path;
 use tch::{Kind, Tensor};
 
 /// An RGB picture with a caption.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Picture {
     pub image: RgbImage,
     pub caption: String,
+}
+
+/// Size and caption only: evcxr falls back to `Debug` for a cell's value in some cases (see
+/// `kernel/README.md`), and the pixels would fill the notebook with numbers.
+impl std::fmt::Debug for Picture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Picture({}×{}, {:?})", self.image.width(), self.image.height(), self.caption)
+    }
 }
 
 impl Picture {
