@@ -2,7 +2,7 @@
 //! loaders.
 
 use crate::error::{Error, Result};
-use crate::image_io::{prepare_rgb, PreparedImage};
+use crate::image_io::{prepare_rgb, resize_lanczos, PreparedImage};
 use std::path::{Path, PathBuf};
 
 /// One sample photo.
@@ -53,7 +53,7 @@ pub fn image_folder(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Load an image reduced (Lanczos) so that its long side is at most `max_side`, then to multiples of 8.
+/// Load an image reduced (Pillow's Lanczos, see [`resize_lanczos`]) so that its long side is at most `max_side`, then to multiples of 8.
 pub fn load_resized(path: impl AsRef<Path>, max_side: u32) -> Result<(String, PreparedImage)> {
     let path = path.as_ref();
     let img =
@@ -61,10 +61,6 @@ pub fn load_resized(path: impl AsRef<Path>, max_side: u32) -> Result<(String, Pr
     let (w, h) = img.dimensions();
     let scale = (max_side as f64 / w.max(h) as f64).min(1.0);
     let (nw, nh) = (((w as f64 * scale).round() as u32).max(8), ((h as f64 * scale).round() as u32).max(8));
-    let img = if (nw, nh) == (w, h) {
-        img
-    } else {
-        image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Lanczos3)
-    };
+    let img = if (nw, nh) == (w, h) { img } else { resize_lanczos(&img, nw, nh) };
     Ok((path.display().to_string(), prepare_rgb(img, 8)?))
 }

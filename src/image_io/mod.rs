@@ -1,7 +1,9 @@
 //! Images in and out: any common format → RGB float tensor in [-1, 1], as diffusers' `VaeImageProcessor` does.
 
+mod lanczos;
+
 use crate::error::{Error, Result};
-use image::imageops::FilterType;
+pub use lanczos::resize_lanczos;
 use std::path::Path;
 use tch::{Kind, Tensor};
 
@@ -24,7 +26,8 @@ impl PreparedImage {
 
 /// Load an image file (grayscale, alpha and 16-bit images are converted to 8-bit RGB like PIL's
 /// `convert("RGB")`) and scale it to [-1, 1]. Sizes that are not multiples of `multiple` are reduced to the
-/// nearest smaller multiple (Lanczos resampling, like diffusers).
+/// nearest smaller multiple with Pillow's Lanczos resampling, byte for byte what diffusers' `VaeImageProcessor`
+/// feeds the VAE.
 pub fn load_image(path: &Path, multiple: u32) -> Result<PreparedImage> {
     let img = image::open(path).map_err(|e| match e {
         image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::NotFound => {
@@ -46,11 +49,8 @@ pub fn prepare_rgb(rgb: image::RgbImage, multiple: u32) -> Result<PreparedImage>
     if tw == 0 || th == 0 {
         return Err(Error::invalid("image", format!("{w}×{h} is smaller than the minimum {multiple}×{multiple}")));
     }
-    let (rgb, resized_from) = if (tw, th) != (w, h) {
-        (image::imageops::resize(&rgb, tw, th, FilterType::Lanczos3), Some((h as i64, w as i64)))
-    } else {
-        (rgb, None)
-    };
+    let (rgb, resized_from) =
+        if (tw, th) != (w, h) { (resize_lanczos(&rgb, tw, th), Some((h as i64, w as i64))) } else { (rgb, None) };
     let bytes = rgb.into_raw();
     // Scaled in HWC order and then permuted, without making it contiguous: the result has the channels-last
     // strides of diffusers' `from_numpy(x.transpose(0, 3, 1, 2))`, and libtorch then picks the same
