@@ -387,7 +387,7 @@ pub fn similarity(args: &SimilarityArgs) -> Result<()> {
             .map(|p| sdscope::models::vae_decoder::to_rgb8(&p.pixels.f_get(0)?))
             .collect::<Result<Vec<_>>>()?;
         let grid = sdscope::similarity::render_maps(&maps, &images, query)?;
-        grid.to_image().save(png).map_err(|e| Error::invalid(format!("writing {}", png.display()), e.to_string()))?;
+        grid.save(png)?;
         eprintln!("[sdscope] wrote {}", png.display());
     }
     Ok(())

@@ -86,7 +86,15 @@ fn result_types_render_as_html() {
     let grid =
         PictureGrid::new(vec![Picture::open(&image).unwrap(), Picture::from_tensor(&out.image, "generated").unwrap()]);
     assert_eq!(grid.to_html().unwrap().matches("<figure").count(), 2);
-    assert_eq!(grid.to_image().height(), 64);
+    // The PNG grid: 64-pixel pictures enlarged to the 128-pixel minimum, captions drawn in a strip below.
+    let png = grid.to_image().unwrap();
+    assert_eq!(png.dimensions(), (128 + 8 + 128, 128 + 22));
+    for x0 in [0, 136] {
+        let ink = (x0..x0 + 128)
+            .flat_map(|x| (128..150).map(move |y| (x, y)))
+            .filter(|&(x, y)| png.get_pixel(x, y).0[0] < 128);
+        assert!(ink.count() > 20, "no caption drawn under the picture at x={x0}");
+    }
 }
 
 #[test]

@@ -12,9 +12,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 use tch::{Kind, Tensor};
 
-const FONT: &str = "sans-serif";
+pub(super) const FONT: &str = "sans-serif";
 
-fn register_font() -> Result<()> {
+pub(super) fn register_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         plotters::style::register_font(FONT, FontStyle::Normal, include_bytes!("DejaVuSans.ttf")).is_ok()
@@ -26,7 +26,7 @@ fn register_font() -> Result<()> {
     }
 }
 
-fn plot_error(e: impl std::fmt::Display) -> Error {
+pub(super) fn plot_error(e: impl std::fmt::Display) -> Error {
     Error::invalid("drawing a plot", e.to_string())
 }
 

@@ -1,6 +1,6 @@
 //! Pictures: RGB images with a caption, shown inline as PNG; grids of pictures with captions.
 
-use super::emit;
+use super::{emit, figure};
 use crate::error::{Error, Result};
 use crate::xattn::render::{html_grid, png_bytes, render, tensor_to_rgb, Colormap, RenderMode, RenderOptions};
 use image::RgbImage;
@@ -106,6 +106,22 @@ impl Picture {
     }
 }
 
+const GRID_GAP: u32 = 8;
+const CAPTION_HEIGHT: u32 = 22;
+
+/// `text`, or its longest prefix followed by "…", that `measure` finds at most `width` wide.
+fn fit_text(text: &str, width: u32, measure: impl Fn(&str) -> u32) -> String {
+    if measure(text) <= width {
+        return text.to_string();
+    }
+    let chars: Vec<char> = text.chars().collect();
+    (0..chars.len())
+        .rev()
+        .map(|n| format!("{}…", chars[..n].iter().collect::<String>()))
+        .find(|t| measure(t) <= width)
+        .unwrap_or_default()
+}
+
 /// Several pictures side by side, each with its caption.
 #[derive(Debug, Clone, Default)]
 pub struct PictureGrid {
@@ -125,18 +141,62 @@ impl PictureGrid {
         html_grid(&items, self.min_width)
     }
 
-    /// The grid as one image (pictures top-aligned in a row, 8 px apart, white background; no captions).
-    pub fn to_image(&self) -> RgbImage {
-        let gap = 8;
-        let width = self.pictures.iter().map(|p| p.image.width() + gap).sum::<u32>().saturating_sub(gap).max(1);
-        let height = self.pictures.iter().map(|p| p.image.height()).max().unwrap_or(1);
+    /// The grid as one image, for files and papers: the pictures top-aligned in a row, 8 px apart on white,
+    /// each enlarged without smoothing to at least `min_width` pixels wide (as in the HTML), with its caption
+    /// right below it in the bundled font (shortened with "…" where it is wider than its picture).
+    pub fn to_image(&self) -> Result<RgbImage> {
+        let pictures: Vec<RgbImage> = self
+            .pictures
+            .iter()
+            .map(|p| {
+                let (w, h) = p.image.dimensions();
+                let factor = self.min_width.div_ceil(w.max(1)).max(1);
+                if factor == 1 {
+                    p.image.clone()
+                } else {
+                    image::imageops::resize(&p.image, w * factor, h * factor, image::imageops::FilterType::Nearest)
+                }
+            })
+            .collect();
+        let width = pictures.iter().map(|p| p.width() + GRID_GAP).sum::<u32>().saturating_sub(GRID_GAP).max(1);
+        let height = pictures.iter().map(|p| p.height()).max().unwrap_or(0) + CAPTION_HEIGHT;
         let mut out = RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
         let mut x = 0;
-        for p in &self.pictures {
-            image::imageops::replace(&mut out, &p.image, x as i64, 0);
-            x += p.image.width() + gap;
+        for p in &pictures {
+            image::imageops::replace(&mut out, p, x as i64, 0);
+            x += p.width() + GRID_GAP;
         }
-        out
+        self.draw_captions(out, &pictures)
+    }
+
+    /// Each caption right below its picture.
+    fn draw_captions(&self, out: RgbImage, pictures: &[RgbImage]) -> Result<RgbImage> {
+        use plotters::prelude::*;
+        figure::register_font()?;
+        let (width, height) = out.dimensions();
+        let mut buffer = out.into_raw();
+        {
+            let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
+            let font = (figure::FONT, 13).into_font().color(&BLACK);
+            let mut x = 0;
+            for (picture, image) in self.pictures.iter().zip(pictures) {
+                let text = fit_text(&picture.caption, image.width().saturating_sub(4), |t| {
+                    font.font.box_size(t).map(|(w, _)| w).unwrap_or(u32::MAX)
+                });
+                root.draw(&Text::new(text, (x as i32 + 2, image.height() as i32 + 4), font.clone()))
+                    .map_err(figure::plot_error)?;
+                x += image.width() + GRID_GAP;
+            }
+            root.present().map_err(figure::plot_error)?;
+        }
+        RgbImage::from_raw(width, height, buffer)
+            .ok_or_else(|| Error::invalid("picture grid", "bitmap has the wrong size"))
+    }
+
+    /// Write the grid as one PNG (see [`PictureGrid::to_image`]).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        std::fs::write(path, png_bytes(&self.to_image()?)?).map_err(|e| Error::io(path, e))
     }
 
     pub fn evcxr_display(&self) {
@@ -145,5 +205,18 @@ impl PictureGrid {
             Ok(html) => emit(&html, &format!("{} pictures: {}", self.pictures.len(), captions.join(", "))),
             Err(e) => println!("{e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit_text;
+
+    #[test]
+    fn captions_are_shortened_to_fit() {
+        let width = |t: &str| t.chars().count() as u32 * 10;
+        assert_eq!(fit_text("cat", 30, width), "cat");
+        assert_eq!(fit_text("a long caption", 50, width), "a lo…");
+        assert_eq!(fit_text("x", 5, width), "");
     }
 }
