@@ -150,7 +150,7 @@ impl PictureGrid {
             .iter()
             .map(|p| {
                 let (w, h) = p.image.dimensions();
-                let factor = self.min_width.div_ceil(w.max(1)).max(1);
+                let factor = self.min_width.div_ceil(w.max(1)).clamp(1, 64);
                 if factor == 1 {
                     p.image.clone()
                 } else {
