@@ -209,6 +209,7 @@ def run(args):
             NotebookNotary().sign(nb)
         nbformat.write(nb, target)
         pictures = pictures_in(nb)
+        fallbacks = debug_fallbacks(nb)
         kernel_start = timings.get("first_cell_start", start + wall) - start
         cells = timings.get("cells", [])
         slowest = max(cells, key=lambda c: c[1]) if cells else None
@@ -221,9 +222,9 @@ def run(args):
         if error is not None:
             failures.append(path.name)
             print(f"\n===== {path.name}: a cell failed =====\n{error}\n", file=sys.stderr, flush=True)
-        elif debug_fallbacks(nb):
+        elif fallbacks:
             failures.append(path.name)
-            for i, cell, text in debug_fallbacks(nb):
+            for i, cell, text in fallbacks:
                 print(
                     f"\n===== {path.name}: cell #{i} shows its value as Debug text, not HTML =====\n{cell.source}\n"
                     f"------------------\n{text}\n(evcxr could not call evcxr_display on it; when the last expression "
