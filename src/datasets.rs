@@ -53,7 +53,8 @@ pub fn image_folder(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Load an image reduced (Pillow's Lanczos, see [`resize_lanczos`]) so that its long side is at most `max_side`, then to multiples of 8.
+/// Load an image reduced (Pillow's Lanczos, see [`resize_lanczos`]) so that its long side is at most
+/// `max_side`, then to multiples of 8.
 pub fn load_resized(path: impl AsRef<Path>, max_side: u32) -> Result<(String, PreparedImage)> {
     let path = path.as_ref();
     let img =

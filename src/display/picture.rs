@@ -149,12 +149,11 @@ impl PictureGrid {
             .pictures
             .iter()
             .map(|p| {
-                let (w, h) = p.image.dimensions();
-                let factor = self.min_width.div_ceil(w.max(1)).clamp(1, 64);
+                let factor = self.min_width.div_ceil(p.image.width().max(1)).clamp(1, 64);
                 if factor == 1 {
                     p.image.clone()
                 } else {
-                    image::imageops::resize(&p.image, w * factor, h * factor, image::imageops::FilterType::Nearest)
+                    p.clone().scaled(factor).image
                 }
             })
             .collect();

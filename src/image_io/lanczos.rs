@@ -43,6 +43,7 @@ fn windows(in_size: u32, out_size: u32) -> Vec<Window> {
     let filter_scale = scale.max(1.0);
     let support = SUPPORT * filter_scale;
     let inverse = 1.0 / filter_scale;
+    let one = (1u32 << PRECISION_BITS) as f64;
     (0..out_size)
         .map(|out| {
             let center = (out as f64 + 0.5) * scale;
@@ -51,7 +52,6 @@ fn windows(in_size: u32, out_size: u32) -> Vec<Window> {
             let end = ((center + support + 0.5) as i64).min(in_size as i64);
             let raw: Vec<f64> = (first..end).map(|x| lanczos((x as f64 - center + 0.5) * inverse)).collect();
             let total: f64 = raw.iter().sum();
-            let one = (1u32 << PRECISION_BITS) as f64;
             let weights = raw
                 .iter()
                 .map(|&w| {
