@@ -3,7 +3,7 @@
 use sdscope::extract::ExtractRequest;
 use sdscope::generate::{CaptureHalves, GenerateRequest};
 use sdscope::hub::resolve;
-use sdscope::pipeline::{load_tokenizers, load_unet, resolve_positions, LoadOptions, Pipeline};
+use sdscope::pipeline::{load_tokenizers, load_unet, LoadOptions, Pipeline};
 use sdscope::schedulers::SamplerKind;
 use sdscope::similarity::explorer::Explorer;
 use sdscope::similarity::{similarity_maps, Measure, Query};
@@ -107,7 +107,7 @@ pub fn tokens(model: &str, prompt: &str, json: bool) -> Result<()> {
 /// `sdscope extract`: one image, one timestep; one float32 tensor per position, keyed as given.
 pub fn extract(args: &ExtractArgs) -> Result<()> {
     let pipe = Pipeline::load(&args.model)?;
-    let canonical = resolve_positions(pipe.positions(), &args.positions)?;
+    let canonical = pipe.resolve_positions(&args.positions)?;
     let request = ExtractRequest::new(canonical.clone())
         .timestep(args.timestep)
         .seed(args.seed)
@@ -199,7 +199,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     }
     let scheduler = args.scheduler.as_deref().map(SamplerKind::parse).transpose()?;
     let pipe = Pipeline::load(&args.model)?;
-    let canonical = resolve_positions(pipe.positions(), &args.extract)?;
+    let canonical = pipe.resolve_positions(&args.extract)?;
     let mut request = GenerateRequest::new(&args.prompt).seed(args.seed).capture(canonical.clone());
     request.negative_prompt = args.negative_prompt.clone();
     request.steps = args.steps;
@@ -354,7 +354,7 @@ pub fn similarity(args: &SimilarityArgs) -> Result<()> {
         return Err(Error::invalid("similarity", "give --out FILE.safetensors and/or --png OUT.png"));
     }
     let pipe = Pipeline::load(&args.model)?;
-    let position = resolve_positions(pipe.positions(), &[args.position.as_str()])?.remove(0);
+    let position = pipe.resolve_positions(&[args.position.as_str()])?.remove(0);
     let request = ExtractRequest::new([position.clone()]).timestep(args.timestep).seed(args.seed);
     let mut grids = Vec::new();
     let mut pictures = Vec::new();

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::image_io::{load_image, PreparedImage};
 use crate::interventions::Interventions;
 use crate::models::AddedConditioning;
+use crate::models::LatentDistribution;
 use crate::pipeline::{Family, Pipeline, TextConditioning};
 use crate::representations::{ImageInfo, Representations};
 use crate::taps::Taps;
@@ -24,6 +25,9 @@ pub struct ExtractRequest {
     pub whole_pass: bool,
     /// Print one progress line per image.
     pub progress: bool,
+    /// Images of the same size run through one VAE encode and one U-Net pass, up to this many at a time. The
+    /// seeded draws are each image's own; the numbers equal one-image extraction up to float rounding.
+    pub batch: usize,
 }
 
 impl ExtractRequest {
@@ -39,7 +43,14 @@ impl ExtractRequest {
             prompt: String::new(),
             whole_pass: false,
             progress: true,
+            batch: 1,
         }
+    }
+
+    /// Extract up to `n` images of the same size in one pass (at least 1).
+    pub fn batch(mut self, n: usize) -> Self {
+        self.batch = n.max(1);
+        self
     }
 
     pub fn timestep(mut self, t: i64) -> Self {
@@ -85,22 +96,57 @@ impl Pipeline {
     /// VAE-encode an image and draw its latent sample and noise from `seed` (the same draws as
     /// `torch.manual_seed(seed); dist.sample(); randn_like(...)` in Python).
     pub fn seeded_latents(&self, pixels: &Tensor, seed: i64) -> Result<SeededLatents> {
+        Ok(self.seeded_latents_batch(&[pixels], &[seed])?.remove(0))
+    }
+
+    /// [`Pipeline::seeded_latents`] for several images of one size: the images not in the posterior cache are
+    /// encoded in one VAE batch, then each image's sample and noise are drawn from its own seed.
+    pub fn seeded_latents_batch(&self, pixels: &[&Tensor], seeds: &[i64]) -> Result<Vec<SeededLatents>> {
+        if pixels.len() != seeds.len() {
+            return Err(Error::invalid("seeds", format!("{} seeds for {} images", seeds.len(), pixels.len())));
+        }
         let _guard = tch::no_grad_guard();
-        let dist = self.posterior_cache.get_or_encode(pixels, || {
-            self.vae.encode(&pixels.f_to_device(self.options.device)?.f_to_kind(self.vae_dtype())?)
-        })?;
+        let mut dists = pixels.iter().map(|p| self.posterior_cache.get(p)).collect::<Result<Vec<_>>>()?;
+        let missing: Vec<usize> = (0..pixels.len()).filter(|&i| dists[i].is_none()).collect();
+        if !missing.is_empty() {
+            let encode =
+                |x: &Tensor| self.vae.encode(&x.f_to_device(self.options.device)?.f_to_kind(self.vae_dtype())?);
+            let encoded = if missing.len() == 1 {
+                vec![encode(pixels[missing[0]])?]
+            } else {
+                let joined = Tensor::f_cat(&missing.iter().map(|&i| pixels[i]).collect::<Vec<_>>(), 0)?;
+                let both = encode(&joined)?;
+                (0..missing.len() as i64)
+                    .map(|j| {
+                        Ok(LatentDistribution { mean: both.mean.f_narrow(0, j, 1)?, std: both.std.f_narrow(0, j, 1)? })
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            };
+            for (&i, dist) in missing.iter().zip(encoded) {
+                self.posterior_cache.insert(pixels[i], &dist)?;
+                dists[i] = Some(dist);
+            }
+        }
         // The global generator is shared by every thread: hold it from the seed to the last draw.
         let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        tch::manual_seed(seed);
-        let mut latents = dist.sample()?;
-        if let Some(shift) = self.vae.config.shift_factor {
-            latents = latents.f_sub_scalar(shift)?;
-        }
-        let latents = latents.f_mul_scalar(self.vae.config.scaling_factor)?;
-        // `randn_like` keeps the latents' memory layout (the VAE's convolutions may return channels-last), and
-        // the layout decides which value lands where: draw exactly as diffusers users do, on the CPU generator.
-        let noise = latents.f_to_device(tch::Device::Cpu)?.f_randn_like()?.f_to_device(latents.device())?;
-        Ok(SeededLatents { latents, noise })
+        dists
+            .into_iter()
+            .zip(seeds)
+            .map(|(dist, &seed)| {
+                let dist = dist.ok_or_else(|| Error::invalid("posterior", "missing after encoding"))?;
+                tch::manual_seed(seed);
+                let mut latents = dist.sample()?;
+                if let Some(shift) = self.vae.config.shift_factor {
+                    latents = latents.f_sub_scalar(shift)?;
+                }
+                let latents = latents.f_mul_scalar(self.vae.config.scaling_factor)?;
+                // `randn_like` keeps the latents' memory layout (the VAE's convolutions may return channels-last),
+                // and the layout decides which value lands where: draw exactly as diffusers users do, on the CPU
+                // generator.
+                let noise = latents.f_to_device(tch::Device::Cpu)?.f_randn_like()?.f_to_device(latents.device())?;
+                Ok(SeededLatents { latents, noise })
+            })
+            .collect()
     }
 
     pub(crate) fn vae_dtype(&self) -> tch::Kind {
@@ -125,9 +171,11 @@ impl Pipeline {
         let dtype = self.options.dtype;
         let noisy = noisy.f_to_kind(dtype)?;
         let context = cond.hidden_states.f_to_kind(dtype)?;
-        let time_ids = self.time_ids(size.0, size.1)?;
+        let batch = noisy.size()[0];
+        let time_ids = self.time_ids(size.0, size.1)?.f_expand([batch, -1], false)?;
+        let context = context.f_expand([batch, -1, -1], false)?;
         let text_embeds = match &cond.text_embeds {
-            Some(t) => Some(t.f_to_kind(dtype)?),
+            Some(t) => Some(t.f_to_kind(dtype)?.f_expand([batch, -1], false)?),
             None => None,
         };
         let added = match (self.family, &text_embeds) {
@@ -196,41 +244,90 @@ impl Pipeline {
             self.noise_schedule.check_timestep(t)?;
         }
         let positions = self.resolve_positions(&request.positions)?;
-        interventions.resolve(self.positions())?;
+        interventions.resolve(self)?;
+        if request.batch > 1 && !interventions.is_empty() {
+            return Err(Error::invalid("batch", "interventions run on one image at a time (batch 1)"));
+        }
         let cond = self.encode_prompt(&request.prompt)?;
         let mut out = Representations::new(positions.clone(), request.timesteps.clone());
         let total = images.len();
-        for (i, (source, image)) in images.into_iter().enumerate() {
+        let mut done = 0;
+        for chunk in same_size_chunks(&images, request.batch) {
             if request.progress {
-                let note = image.resized_from.map(|(h, w)| format!(" (resized from {w}×{h})")).unwrap_or_default();
-                eprintln!(
-                    "[sdscope] extracting image {}/{total}: {source} at {}×{}{note}",
-                    i + 1,
-                    image.size.1,
-                    image.size.0
-                );
-            }
-            let seeded = self.seeded_latents(&image.pixels, request.seed)?;
-            let mut per_step: BTreeMap<String, Vec<Tensor>> = BTreeMap::new();
-            for (step, &t) in request.timesteps.iter().enumerate() {
-                let noisy = self.noise_schedule.add_noise(&seeded.latents, &seeded.noise, t)?;
-                let mut taps = Taps::capture(positions.iter().cloned(), !request.whole_pass);
-                interventions.install(&mut taps, step, t as f64, false);
-                self.unet_pass(&noisy, t, &cond, image.size, &mut taps)?;
-                let mut captured = taps.into_captured();
-                for p in &positions {
-                    let t = captured.remove(p).ok_or_else(|| {
-                        Error::invalid(format!("position `{p}`"), "was not reached in the forward pass")
-                    })?;
-                    per_step.entry(p.clone()).or_default().push(t.f_get(0)?);
+                for (source, image) in chunk {
+                    done += 1;
+                    let note = image.resized_from.map(|(h, w)| format!(" (resized from {w}×{h})")).unwrap_or_default();
+                    eprintln!(
+                        "[sdscope] extracting image {done}/{total}: {source} at {}×{}{note}",
+                        image.size.1, image.size.0
+                    );
                 }
             }
-            let stacked = per_step
-                .into_iter()
-                .map(|(p, ts)| Ok((p, Tensor::f_stack(&ts, 0)?)))
-                .collect::<Result<BTreeMap<_, _>>>()?;
-            out.push_image(ImageInfo { source, size: image.size, resized_from: image.resized_from }, stacked)?;
+            let prepared: Vec<&PreparedImage> = chunk.iter().map(|(_, image)| image).collect();
+            let seeds = vec![request.seed; chunk.len()];
+            let captured = self.extract_batch(request, &positions, &cond, &prepared, &seeds, interventions)?;
+            for ((source, image), stacked) in chunk.iter().zip(captured) {
+                let info = ImageInfo { source: source.clone(), size: image.size, resized_from: image.resized_from };
+                out.push_image(info, stacked)?;
+            }
         }
         Ok(out)
     }
+
+    /// One VAE batch and one U-Net pass per timestep for images of one size, each with its own seed; per image,
+    /// position → `[T, ..native]`. Positions must be resolved already.
+    pub fn extract_batch(
+        &self,
+        request: &ExtractRequest,
+        positions: &[String],
+        cond: &TextConditioning,
+        images: &[&PreparedImage],
+        seeds: &[i64],
+        interventions: &mut Interventions,
+    ) -> Result<Vec<BTreeMap<String, Tensor>>> {
+        let Some(first) = images.first() else { return Ok(Vec::new()) };
+        if images.iter().any(|i| i.size != first.size) {
+            return Err(Error::invalid("batch", "every image of one batch must have the same size"));
+        }
+        let pixels: Vec<&Tensor> = images.iter().map(|i| &i.pixels).collect();
+        let seeded = self.seeded_latents_batch(&pixels, seeds)?;
+        let mut per_step: Vec<BTreeMap<String, Vec<Tensor>>> = (0..images.len()).map(|_| BTreeMap::new()).collect();
+        for (step, &t) in request.timesteps.iter().enumerate() {
+            let noisy = seeded
+                .iter()
+                .map(|s| self.noise_schedule.add_noise(&s.latents, &s.noise, t))
+                .collect::<Result<Vec<_>>>()?;
+            let mut noisy = noisy;
+            let noisy = if noisy.len() == 1 { noisy.remove(0) } else { Tensor::f_cat(&noisy, 0)? };
+            let mut taps = Taps::capture(positions.iter().cloned(), !request.whole_pass);
+            interventions.install(&mut taps, step, t as f64, false);
+            self.unet_pass(&noisy, t, cond, first.size, &mut taps)?;
+            let mut captured = taps.into_captured();
+            for p in positions {
+                let t = captured
+                    .remove(p)
+                    .ok_or_else(|| Error::invalid(format!("position `{p}`"), "was not reached in the forward pass"))?;
+                for (i, slot) in per_step.iter_mut().enumerate() {
+                    slot.entry(p.clone()).or_default().push(t.f_get(i as i64)?);
+                }
+            }
+        }
+        per_step
+            .into_iter()
+            .map(|m| m.into_iter().map(|(p, ts)| Ok((p, Tensor::f_stack(&ts, 0)?))).collect::<Result<BTreeMap<_, _>>>())
+            .collect()
+    }
+}
+
+/// Consecutive runs of images of the same size, at most `batch` long.
+fn same_size_chunks(images: &[(String, PreparedImage)], batch: usize) -> Vec<&[(String, PreparedImage)]> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for i in 1..=images.len() {
+        if i == images.len() || i - start >= batch.max(1) || images[i].1.size != images[start].1.size {
+            chunks.push(&images[start..i]);
+            start = i;
+        }
+    }
+    chunks
 }

@@ -16,7 +16,7 @@ use crate::image_io::save_rgb8_png;
 use crate::interventions::Interventions;
 use crate::models::vae_decoder::to_rgb8;
 use crate::models::AddedConditioning;
-use crate::pipeline::{Family, Pipeline};
+use crate::pipeline::{Family, Pipeline, TextConditioning};
 use crate::representations::{ImageInfo, Representations};
 use crate::schedulers::{build_sampler, SamplerKind};
 use crate::taps::Taps;
@@ -205,6 +205,21 @@ struct BatchConditioning {
     added: Option<(Tensor, Tensor)>,
 }
 
+/// One prompt of a batched generation ([`Pipeline::generate_batch`]); the request gives everything else.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchItem {
+    pub prompt: String,
+    /// As [`GenerateRequest::negative_prompt`]: `None` is not `""` for SDXL.
+    pub negative_prompt: Option<String>,
+    pub seed: i64,
+}
+
+impl BatchItem {
+    pub fn new(prompt: impl Into<String>, seed: i64) -> Self {
+        Self { prompt: prompt.into(), negative_prompt: None, seed }
+    }
+}
+
 fn check_size(what: &str, value: i64, multiple: i64) -> Result<()> {
     if value <= 0 || value % multiple != 0 {
         return Err(Error::invalid(
@@ -213,6 +228,36 @@ fn check_size(what: &str, value: i64, multiple: i64) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Per item, the noise an ancestral sampler draws at each step, drawn up front from the item's own seed in the
+/// order a one-image run draws it, so a batch gives every image the noise it would get alone.
+struct PredrawnNoise {
+    /// item → step → `[1, C, h, w]`
+    per_item: Vec<Vec<Tensor>>,
+    step: usize,
+    served: bool,
+}
+
+impl PredrawnNoise {
+    fn next(&mut self, step: usize, shape: &[i64]) -> Result<Tensor> {
+        if step != self.step {
+            (self.step, self.served) = (step, false);
+        }
+        let parts: Vec<&Tensor> = self.per_item.iter().filter_map(|steps| steps.get(step)).collect();
+        if self.served || parts.len() != self.per_item.len() {
+            return Err(Error::invalid("sampler", "drew noise more than once in a step (not supported in batches)"));
+        }
+        self.served = true;
+        let noise = Tensor::f_cat(&parts, 0)?;
+        if noise.size() != shape {
+            return Err(Error::Shape {
+                context: "ancestral noise".into(),
+                why: format!("the sampler asked for {shape:?}, the batch has {:?}", noise.size()),
+            });
+        }
+        Ok(noise)
+    }
 }
 
 impl Pipeline {
@@ -237,31 +282,44 @@ impl Pipeline {
         value.and_then(|v| v.get("force_zeros_for_empty_prompt").and_then(|b| b.as_bool())).unwrap_or(true)
     }
 
-    fn batch_conditioning(
-        &self,
-        request: &GenerateRequest,
-        guided: bool,
-        size: (i64, i64),
-    ) -> Result<BatchConditioning> {
+    /// Conditioning of a batch: `[cond_1..B]`, or `[uncond_1..B, cond_1..B]` with guidance (diffusers' order).
+    fn batch_conditioning(&self, items: &[BatchItem], guided: bool, size: (i64, i64)) -> Result<BatchConditioning> {
         let dtype = self.options.dtype;
-        let cond = self.encode_prompt(&request.prompt)?;
         let time_ids = self.time_ids(size.0, size.1)?;
-        if !guided {
-            let added = cond.text_embeds.map(|te| (te, time_ids));
-            return Ok(BatchConditioning { context: cond.hidden_states.f_to_kind(dtype)?, added });
+        let zero_uncond_allowed = self.family == Family::Xl && self.force_zeros_for_empty_prompt();
+        let mut negatives: std::collections::HashMap<String, TextConditioning> = Default::default();
+        let (mut hidden, mut pooled, mut uncond_hidden, mut uncond_pooled) = (vec![], vec![], vec![], vec![]);
+        for item in items {
+            let cond = self.encode_prompt(&item.prompt)?;
+            if guided {
+                let (h, p) = if zero_uncond_allowed && item.negative_prompt.is_none() {
+                    (
+                        cond.hidden_states.f_zeros_like()?,
+                        cond.text_embeds.as_ref().map(|t| t.f_zeros_like()).transpose()?,
+                    )
+                } else {
+                    let negative = item.negative_prompt.clone().unwrap_or_default();
+                    if !negatives.contains_key(&negative) {
+                        let encoded = self.encode_prompt(&negative)?;
+                        negatives.insert(negative.clone(), encoded);
+                    }
+                    let u = &negatives[&negative];
+                    (u.hidden_states.shallow_clone(), u.text_embeds.as_ref().map(Tensor::shallow_clone))
+                };
+                uncond_hidden.push(h);
+                uncond_pooled.extend(p);
+            }
+            hidden.push(cond.hidden_states);
+            pooled.extend(cond.text_embeds);
         }
-        let zero_uncond =
-            self.family == Family::Xl && request.negative_prompt.is_none() && self.force_zeros_for_empty_prompt();
-        let (uncond_hidden, uncond_pooled) = if zero_uncond {
-            (cond.hidden_states.f_zeros_like()?, cond.text_embeds.as_ref().map(|t| t.f_zeros_like()).transpose()?)
+        let rows = if guided { 2 * items.len() } else { items.len() };
+        uncond_hidden.extend(hidden);
+        uncond_pooled.extend(pooled);
+        let context = Tensor::f_cat(&uncond_hidden, 0)?.f_to_kind(dtype)?;
+        let added = if uncond_pooled.len() == rows {
+            Some((Tensor::f_cat(&uncond_pooled, 0)?, time_ids.f_expand([rows as i64, -1], false)?.f_contiguous()?))
         } else {
-            let u = self.encode_prompt(request.negative_prompt.as_deref().unwrap_or(""))?;
-            (u.hidden_states, u.text_embeds)
-        };
-        let context = Tensor::f_cat(&[uncond_hidden, cond.hidden_states], 0)?.f_to_kind(dtype)?;
-        let added = match (uncond_pooled, cond.text_embeds) {
-            (Some(u), Some(c)) => Some((Tensor::f_cat(&[u, c], 0)?, Tensor::f_cat(&[&time_ids, &time_ids], 0)?)),
-            _ => None,
+            None
         };
         Ok(BatchConditioning { context, added })
     }
@@ -273,6 +331,36 @@ impl Pipeline {
 
     /// Generate an image with interventions (see [`crate::interventions`]).
     pub fn generate_with(&self, request: &GenerateRequest, interventions: &mut Interventions) -> Result<Generation> {
+        let item = BatchItem {
+            prompt: request.prompt.clone(),
+            negative_prompt: request.negative_prompt.clone(),
+            seed: request.seed,
+        };
+        let mut out = self.generate_items(request, std::slice::from_ref(&item), interventions)?;
+        Ok(out.remove(0))
+    }
+
+    /// Generate several images in one batch: each item's prompt, negative prompt and seed, the request's
+    /// everything else (its own prompt, negative prompt and seed are not used). Each image equals its one-image
+    /// generation up to float rounding (the kernels may sum in another order for another batch size); the
+    /// seeded draws, ancestral samplers' per-step noise included, are exactly the one-image ones.
+    /// Cross-attention maps and interventions need one image at a time.
+    pub fn generate_batch(&self, request: &GenerateRequest, items: &[BatchItem]) -> Result<Vec<Generation>> {
+        if items.is_empty() {
+            return Err(Error::invalid("batch", "give at least one item"));
+        }
+        if items.len() > 1 && request.attention.is_some() {
+            return Err(Error::invalid("batch", "cross-attention maps are recorded one image at a time (batch 1)"));
+        }
+        self.generate_items(request, items, &mut Interventions::new())
+    }
+
+    fn generate_items(
+        &self,
+        request: &GenerateRequest,
+        items: &[BatchItem],
+        interventions: &mut Interventions,
+    ) -> Result<Vec<Generation>> {
         let _guard = tch::no_grad_guard();
         let defaults = self.generation_defaults();
         let steps = request.steps.unwrap_or(defaults.steps);
@@ -284,8 +372,11 @@ impl Pipeline {
         if !guidance.is_finite() {
             return Err(Error::invalid(format!("guidance {guidance}"), "must be a finite number"));
         }
+        if items.len() > 1 && !interventions.is_empty() {
+            return Err(Error::invalid("batch", "interventions run on one image at a time (batch 1)"));
+        }
         let positions = self.resolve_positions(&request.capture)?;
-        interventions.resolve(self.positions())?;
+        interventions.resolve(self)?;
         let attention_layers = match &request.attention {
             Some(capture) => Some(self.resolve_attention_layers(capture)?),
             None => None,
@@ -295,26 +386,38 @@ impl Pipeline {
         let path = self.source.root.join("scheduler").join("scheduler_config.json");
         let mut sampler = build_sampler(request.scheduler, &self.scheduler_config, &path, steps)?;
         let timesteps = sampler.timesteps().to_vec();
-        let cond = self.batch_conditioning(request, guided, (height, width))?;
+        let cond = self.batch_conditioning(items, guided, (height, width))?;
         let added = match &cond.added {
             Some((text_embeds, time_ids)) => Some((text_embeds.f_to_kind(self.options.dtype)?, time_ids)),
             None => None,
         };
 
         let device = self.options.device;
+        let batch = items.len();
         let shape = [1, self.unet.config.in_channels, height / factor, width / factor];
-        // `torch.Generator().manual_seed(seed)` draws the initial latents, then (ancestral samplers) one noise
-        // tensor per step: keep the global generator to ourselves for as long as we draw from it.
-        let mut rng = Some(crate::RNG_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-        tch::manual_seed(request.seed);
-        let initial = Tensor::f_randn(shape, (self.options.dtype, tch::Device::Cpu))?.f_to_device(device)?;
-        let mut latents = initial.f_mul_scalar(sampler.init_noise_sigma())?;
-        if !sampler.is_stochastic() {
-            rng = None;
+        // Per item, `torch.Generator().manual_seed(seed)` draws the initial latents, then (ancestral samplers) one
+        // noise tensor per step; nothing else draws in between, so all of it is drawn here, under the lock.
+        let mut initial = Vec::with_capacity(batch);
+        let mut noise = PredrawnNoise { per_item: Vec::with_capacity(batch), step: 0, served: false };
+        {
+            let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for item in items {
+                tch::manual_seed(item.seed);
+                initial.push(Tensor::f_randn(shape, (self.options.dtype, tch::Device::Cpu))?);
+                let draws = if sampler.is_stochastic() { timesteps.len() } else { 0 };
+                let per_step = (0..draws)
+                    .map(|_| Tensor::f_randn(shape, (self.options.dtype, tch::Device::Cpu)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                noise.per_item.push(per_step);
+            }
         }
+        let initial = Tensor::f_cat(&initial, 0)?.f_to_device(device)?;
+        let mut latents = initial.f_mul_scalar(sampler.init_noise_sigma())?;
 
         let label = |t: f64| t.round() as i64;
-        let mut per_half: Vec<BTreeMap<String, Vec<Tensor>>> = (0..2).map(|_| BTreeMap::new()).collect();
+        // item → half (0 unconditional, 1 conditional) → position → per step
+        let mut captures: Vec<Vec<BTreeMap<String, Vec<Tensor>>>> =
+            (0..batch).map(|_| (0..2).map(|_| BTreeMap::new()).collect()).collect();
         let mut step_latents = Vec::with_capacity(timesteps.len());
         let mut step_images = Vec::new();
         let total = timesteps.len();
@@ -331,20 +434,25 @@ impl Pipeline {
             let out =
                 self.unet.forward(&input.f_to_kind(self.options.dtype)?, t, &cond.context, added_cond, &mut taps)?;
             let out = out.ok_or_else(|| Error::invalid("U-Net pass", "stopped before its output"))?;
-            let cond_index = if guided { 1 } else { 0 };
+            let cond_offset = if guided { batch as i64 } else { 0 };
             for (layer, probs) in taps.take_attention() {
-                attention_steps.entry(layer).or_default().push(probs.f_get(cond_index)?.f_to_device(tch::Device::Cpu)?);
+                attention_steps
+                    .entry(layer)
+                    .or_default()
+                    .push(probs.f_get(cond_offset)?.f_to_device(tch::Device::Cpu)?);
             }
+            let halves: Vec<(usize, i64)> = match (guided, request.capture_halves) {
+                (false, CaptureHalves::Unconditional) => vec![],
+                (false, _) => vec![(1, 0)],
+                (true, CaptureHalves::Conditional) => vec![(1, cond_offset)],
+                (true, CaptureHalves::Unconditional) => vec![(0, 0)],
+                (true, CaptureHalves::Both) => vec![(0, 0), (1, cond_offset)],
+            };
             for (p, tensor) in taps.into_captured() {
-                let halves: Vec<(usize, i64)> = match (guided, request.capture_halves) {
-                    (false, CaptureHalves::Unconditional) => vec![],
-                    (false, _) => vec![(1, 0)],
-                    (true, CaptureHalves::Conditional) => vec![(1, 1)],
-                    (true, CaptureHalves::Unconditional) => vec![(0, 0)],
-                    (true, CaptureHalves::Both) => vec![(0, 0), (1, 1)],
-                };
-                for (slot, index) in halves {
-                    per_half[slot].entry(p.clone()).or_default().push(tensor.f_get(index)?);
+                for &(slot, offset) in &halves {
+                    for (item, per_half) in captures.iter_mut().enumerate() {
+                        per_half[slot].entry(p.clone()).or_default().push(tensor.f_get(offset + item as i64)?);
+                    }
                 }
             }
             let noise_pred = if guided {
@@ -354,9 +462,7 @@ impl Pipeline {
             } else {
                 out
             };
-            let mut draw = |shape: &[i64]| -> Result<Tensor> {
-                Ok(Tensor::f_randn(shape, (noise_pred.kind(), tch::Device::Cpu))?)
-            };
+            let mut draw = |shape: &[i64]| -> Result<Tensor> { noise.next(i, shape) };
             let stepped = sampler.step(&noise_pred, i, &latents, &mut draw)?;
             latents = stepped.prev_sample;
             step_latents.push(latents.shallow_clone());
@@ -367,32 +473,13 @@ impl Pipeline {
                 eprintln!("[sdscope] step {}/{total} t={} {:.2} s", i + 1, label(t), start.elapsed().as_secs_f64());
             }
         }
-        drop(rng);
 
         let image = self.decode_latents(&latents)?;
-        let representations = if positions.is_empty() {
-            None
-        } else {
-            let mut reprs = Representations::new(positions.clone(), timesteps.iter().map(|&t| label(t)).collect());
-            let names = ["unconditional", "conditional"];
-            for (slot, captured) in per_half.into_iter().enumerate() {
-                if captured.is_empty() {
-                    continue;
-                }
-                let stacked = captured
-                    .into_iter()
-                    .map(|(p, ts)| Ok((p, Tensor::f_stack(&ts, 0)?)))
-                    .collect::<Result<BTreeMap<_, _>>>()?;
-                let source = format!("generated ({}): {}", names[slot], request.prompt);
-                reprs.push_image(ImageInfo { source, size: (height, width), resized_from: None }, stacked)?;
-            }
-            Some(reprs)
-        };
-        let attention = if request.attention.is_some() {
+        let mut attention = if request.attention.is_some() {
             let latent = (latents.size()[2], latents.size()[3]);
             let maps = assemble(attention_steps, latent)?;
             let order: Vec<String> = self.positions().iter().filter(|p| maps.contains_key(*p)).cloned().collect();
-            let tokens = self.token_tables(&request.prompt)?.remove(0);
+            let tokens = self.token_tables(&items[0].prompt)?.remove(0);
             let per_head = request.attention.as_ref().is_some_and(|c| c.per_head);
             let mut maps = AttentionMaps::new(maps, order, timesteps.clone(), (height, width), tokens, per_head);
             maps.image = Some(to_rgb8(&image.f_get(0)?)?);
@@ -400,18 +487,41 @@ impl Pipeline {
         } else {
             None
         };
-        Ok(Generation {
-            attention,
-            prompt: request.prompt.clone(),
-            seed: request.seed,
-            sampler: sampler.kind(),
-            timesteps,
-            latents,
-            image,
-            step_latents,
-            step_images,
-            representations,
-        })
+        let mut out = Vec::with_capacity(batch);
+        for (i, (item, per_half)) in items.iter().zip(captures).enumerate() {
+            let row = |t: &Tensor| t.f_narrow(0, i as i64, 1);
+            let representations = if positions.is_empty() {
+                None
+            } else {
+                let mut reprs = Representations::new(positions.clone(), timesteps.iter().map(|&t| label(t)).collect());
+                let names = ["unconditional", "conditional"];
+                for (slot, captured) in per_half.into_iter().enumerate() {
+                    if captured.is_empty() {
+                        continue;
+                    }
+                    let stacked = captured
+                        .into_iter()
+                        .map(|(p, ts)| Ok((p, Tensor::f_stack(&ts, 0)?)))
+                        .collect::<Result<BTreeMap<_, _>>>()?;
+                    let source = format!("generated ({}): {}", names[slot], item.prompt);
+                    reprs.push_image(ImageInfo { source, size: (height, width), resized_from: None }, stacked)?;
+                }
+                Some(reprs)
+            };
+            out.push(Generation {
+                attention: attention.take(),
+                prompt: item.prompt.clone(),
+                seed: item.seed,
+                sampler: sampler.kind(),
+                timesteps: timesteps.clone(),
+                latents: row(&latents)?,
+                image: row(&image)?,
+                step_latents: step_latents.iter().map(row).collect::<Result<_, _>>()?,
+                step_images: step_images.iter().map(row).collect::<Result<_, _>>()?,
+                representations,
+            });
+        }
+        Ok(out)
     }
 
     /// Latents (as the U-Net works on them) → image in [-1, 1], in the VAE's dtype (float32 with `force_upcast`).

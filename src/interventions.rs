@@ -247,9 +247,9 @@ impl<'a> Interventions<'a> {
 
 impl<'a> Interventions<'a> {
     /// Check every position against the model's and rewrite it in canonical form.
-    pub(crate) fn resolve(&mut self, valid: &[String]) -> Result<()> {
+    pub(crate) fn resolve(&mut self, pipe: &crate::pipeline::Pipeline) -> Result<()> {
         for (position, _) in &mut self.entries {
-            *position = crate::pipeline::resolve_positions(valid, &[position.as_str()])?.remove(0);
+            *position = pipe.resolve_positions(&[position.as_str()])?.remove(0);
         }
         Ok(())
     }

@@ -10,6 +10,8 @@
 //! ```
 
 pub mod bench;
+pub mod collect;
+pub mod collection;
 pub mod config;
 pub mod datasets;
 pub mod display;

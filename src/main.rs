@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod cli;
+mod cli_collect;
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +69,8 @@ enum Command {
     Similarity(cli::SimilarityArgs),
     /// The hover similarity explorer as a standalone, offline HTML page.
     Explorer(cli::ExplorerArgs),
+    /// Collect representations over a dataset of prompts or images: batched, sharded, resumable (Slurm arrays).
+    Collect(Box<cli_collect::CollectArgs>),
     /// Time extraction against diffusers on a random-weight SD1.5-architecture pipeline.
     Bench(cli::BenchArgs),
     #[command(hide = true)]
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
         Command::Xattn(args) => cli::xattn(&args),
         Command::Similarity(args) => cli::similarity(&args),
         Command::Explorer(args) => cli::explorer(&args),
+        Command::Collect(args) => cli_collect::collect(&args),
         Command::Bench(args) => cli::bench(&args),
         Command::BenchWorker(args) => sdscope::bench::worker(&args),
         Command::ExplorerSynthetic { html, images, side, channels } => {

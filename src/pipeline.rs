@@ -7,7 +7,7 @@ use crate::hub::{component_weights, resolve, ModelSource};
 use crate::models::{ClipTextModel, UNet, VaeDecoder, VaeEncoder};
 use crate::posterior_cache::PosteriorCache;
 use crate::schedulers::NoiseSchedule;
-use crate::taps::normalize_position;
+use crate::taps::{normalize_position, update_base};
 use crate::tokenizer::{ClipTokenizer, Encoding};
 use crate::weights::Weights;
 use std::path::{Path, PathBuf};
@@ -174,9 +174,9 @@ impl Pipeline {
         self.unet.positions()
     }
 
-    /// Parse and validate positions; an unknown one is an error listing the valid ones.
+    /// Parse and validate positions (`P` or `P@update`); an unknown one is an error listing the valid ones.
     pub fn resolve_positions<S: AsRef<str>>(&self, positions: &[S]) -> Result<Vec<String>> {
-        resolve_positions(self.unet.positions(), positions)
+        resolve_positions(self.unet.positions(), self.unet.update_positions(), positions)
     }
 
     /// Token ids of a prompt for each tokenizer (77 each, padded and truncated).
@@ -215,17 +215,33 @@ impl Pipeline {
     }
 }
 
-/// Normalize positions and check them against the valid list.
-pub fn resolve_positions<S: AsRef<str>>(valid: &[String], positions: &[S]) -> Result<Vec<String>> {
+/// Normalize positions and check them against the valid list; `P@update` also needs `P` in `updatable`.
+pub fn resolve_positions<S: AsRef<str>>(
+    valid: &[String],
+    updatable: &[String],
+    positions: &[S],
+) -> Result<Vec<String>> {
     positions
         .iter()
         .map(|p| {
             let canonical = normalize_position(p.as_ref())?;
-            if valid.contains(&canonical) {
-                Ok(canonical)
-            } else {
-                Err(Error::UnknownPosition { given: p.as_ref().to_string(), valid: valid.to_vec() })
+            let base = update_base(&canonical).unwrap_or(&canonical);
+            if !valid.iter().any(|v| v == base) {
+                return Err(Error::UnknownPosition { given: p.as_ref().to_string(), valid: valid.to_vec() });
             }
+            if base != canonical && !updatable.iter().any(|u| u == base) {
+                let examples: Vec<&str> = updatable.iter().take(4).map(String::as_str).collect();
+                return Err(Error::invalid(
+                    format!("position `{}`", p.as_ref()),
+                    format!(
+                        "`@update` (output − input) is available only at modules that take one hidden state and \
+                         report it: blocks, resnets, attentions (Transformer2D), transformer blocks, attn1/attn2 \
+                         and ff, e.g. {}@update",
+                        examples.join("@update, ")
+                    ),
+                ));
+            }
+            Ok(canonical)
         })
         .collect()
 }

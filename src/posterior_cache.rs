@@ -49,6 +49,24 @@ impl PosteriorCache {
         Ok(dist)
     }
 
+    /// The cached posterior of these pixels, if any.
+    pub fn get(&self, pixels: &Tensor) -> Result<Option<LatentDistribution>> {
+        let key = (fingerprint(pixels)?, pixels.size());
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(entries.iter().find(|(h, s, _)| *h == key.0 && *s == key.1).map(|(_, _, d)| d.shallow_clone()))
+    }
+
+    /// Remember the posterior of these pixels.
+    pub fn insert(&self, pixels: &Tensor, dist: &LatentDistribution) -> Result<()> {
+        let key = (fingerprint(pixels)?, pixels.size());
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() == CAPACITY {
+            entries.pop_front();
+        }
+        entries.push_back((key.0, key.1, dist.shallow_clone()));
+        Ok(())
+    }
+
     /// Forget every cached posterior.
     pub fn clear(&self) {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();

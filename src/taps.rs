@@ -2,6 +2,11 @@
 //!
 //! Every module of a model calls [`Taps::visit`] with its path and its output; a tap can keep a copy of the
 //! output (capture), replace it (edit), and stop the forward pass once everything requested has been seen.
+//!
+//! A position written `P@update` stands for the module's *update*, output − input (what the SDXL-Turbo sparse
+//! autoencoders are trained on). Modules that can report their input call [`Taps::enter`] first; such positions
+//! are listed by [`Registry::with_input`]. Captures and edits work on updates as on outputs: an edit at
+//! `P@update` receives the update and its replacement `u'` makes the module return `input + u'`.
 
 use crate::error::{Error, Result};
 use crate::weights::VarBuilder;
@@ -16,6 +21,9 @@ pub type Editor<'e> = Box<dyn FnMut(&str, &Tensor) -> Result<Option<Tensor>> + '
 #[derive(Default)]
 pub struct Taps<'e> {
     wanted: HashSet<String>,
+    /// Module paths whose input is kept, for `P@update` captures or edits.
+    inputs_wanted: HashSet<String>,
+    inputs: HashMap<String, Tensor>,
     captured: HashMap<String, Tensor>,
     editors: HashMap<String, Editor<'e>>,
     record_all: bool,
@@ -43,7 +51,9 @@ impl<'e> Taps<'e> {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self { wanted: positions.into_iter().map(Into::into).collect(), stop_early, ..Self::default() }
+        let wanted: HashSet<String> = positions.into_iter().map(Into::into).collect();
+        let inputs_wanted = wanted.iter().filter_map(|p| update_base(p).map(str::to_string)).collect();
+        Self { wanted, inputs_wanted, stop_early, ..Self::default() }
     }
 
     /// Capture the output of every module (used to list positions with their shapes).
@@ -53,7 +63,18 @@ impl<'e> Taps<'e> {
 
     /// Register an editor at a position; it runs before the output is captured.
     pub fn edit(&mut self, position: impl Into<String>, editor: Editor<'e>) {
-        self.editors.insert(position.into(), editor);
+        let position = position.into();
+        if let Some(base) = update_base(&position) {
+            self.inputs_wanted.insert(base.to_string());
+        }
+        self.editors.insert(position, editor);
+    }
+
+    /// Called by a module that can report its input, before it computes its output (see `P@update`).
+    pub fn enter(&mut self, path: &str, input: &Tensor) {
+        if self.inputs_wanted.contains(path) {
+            self.inputs.insert(path.to_string(), input.shallow_clone());
+        }
     }
 
     /// Also record attention probabilities `softmax(QKᵀ/√d)` of these layers (every cross-attention layer when
@@ -102,11 +123,45 @@ impl<'e> Taps<'e> {
             },
             None => output,
         };
+        let output = match self.inputs.remove(path) {
+            Some(input) => self.visit_update(path, &input, output)?,
+            None => output,
+        };
         if (self.record_all || self.wanted.contains(path)) && !self.captured.contains_key(path) {
             self.captured.insert(path.to_string(), output.shallow_clone());
-            if self.stop_early && self.wanted.iter().all(|p| self.captured.contains_key(p)) {
-                return Err(Error::Halted);
-            }
+        }
+        if self.stop_early && !self.wanted.is_empty() && self.complete() {
+            return Err(Error::Halted);
+        }
+        Ok(output)
+    }
+
+    /// Edit and capture the update `output − input` of a module; returns the (possibly edited) output.
+    fn visit_update(&mut self, path: &str, input: &Tensor, output: Tensor) -> Result<Tensor> {
+        let key = format!("{path}{UPDATE_SUFFIX}");
+        if input.size() != output.size() {
+            return Err(Error::Shape {
+                context: format!("`{key}`"),
+                why: format!(
+                    "the update (output − input) needs a module whose output has its input's shape; `{path}` maps {:?} to {:?}",
+                    input.size(),
+                    output.size()
+                ),
+            });
+        }
+        let update = output.f_sub(input)?;
+        let (output, update) = match self.editors.get_mut(&key) {
+            Some(editor) => match editor(&key, &update)? {
+                Some(replacement) => {
+                    let replacement = check_replacement(&key, &update, replacement)?;
+                    (input.f_add(&replacement)?, replacement)
+                }
+                None => (output, update),
+            },
+            None => (output, update),
+        };
+        if self.wanted.contains(&key) && !self.captured.contains_key(&key) {
+            self.captured.insert(key, update);
         }
         Ok(output)
     }
@@ -140,11 +195,28 @@ fn check_replacement(path: &str, original: &Tensor, replacement: Tensor) -> Resu
     Ok(replacement.f_to_kind(original.kind())?)
 }
 
+/// The suffix that turns a position into its module's update (output − input).
+pub const UPDATE_SUFFIX: &str = "@update";
+
+/// `Some(P)` for a position `P@update`.
+pub fn update_base(position: &str) -> Option<&str> {
+    position.strip_suffix(UPDATE_SUFFIX)
+}
+
 /// Parse a position written sdhelper-style (`down_blocks[1].resnets[0]`) or with dots (`down_blocks.1.resnets.0`)
-/// into the canonical bracket form. Nothing is evaluated.
+/// into the canonical bracket form, keeping an `@update` suffix. Nothing is evaluated.
 pub fn normalize_position(given: &str) -> Result<String> {
     let bad = |why: &str| Error::BadPositionSyntax { given: given.to_string(), why: why.to_string() };
-    let text = given.trim();
+    let (text, suffix) = match given.trim().split_once('@') {
+        Some((base, "update")) => (base, UPDATE_SUFFIX),
+        Some(_) => return Err(bad("the only suffix is `@update` (the module's output − input)")),
+        None => (given.trim(), ""),
+    };
+    Ok(format!("{}{suffix}", normalize_path(text, &bad)?))
+}
+
+fn normalize_path(text: &str, bad: &dyn Fn(&str) -> Error) -> Result<String> {
+    let text = text.trim();
     if text.is_empty() {
         return Err(bad("it is empty"));
     }
@@ -185,17 +257,26 @@ pub fn normalize_position(given: &str) -> Result<String> {
     Ok(out)
 }
 
+/// Every position of a model, collected while it is built.
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    /// Every position, in module-tree order.
+    pub positions: Vec<String>,
+    /// Positions whose module reports its input ([`Taps::enter`]), so `P@update` can be asked for.
+    pub with_input: Vec<String>,
+}
+
 /// Where a module sits: its weight prefix (`down_blocks.1.attentions.0`), its position path
 /// (`down_blocks[1].attentions[0]`), and the registry that collects every position of a model at build time.
 #[derive(Clone)]
 pub struct Node<'a> {
     pub vb: VarBuilder<'a>,
     pub path: String,
-    registry: &'a RefCell<Vec<String>>,
+    registry: &'a RefCell<Registry>,
 }
 
 impl<'a> Node<'a> {
-    pub fn root(vb: VarBuilder<'a>, registry: &'a RefCell<Vec<String>>) -> Self {
+    pub fn root(vb: VarBuilder<'a>, registry: &'a RefCell<Registry>) -> Self {
         Self { vb, path: String::new(), registry }
     }
 
@@ -214,8 +295,14 @@ impl<'a> Node<'a> {
 
     /// Record this module as a valid position and return its path.
     pub fn register(&self) -> String {
-        self.registry.borrow_mut().push(self.path.clone());
+        self.registry.borrow_mut().positions.push(self.path.clone());
         self.path.clone()
+    }
+
+    /// Record this module as a valid position whose forward reports its input (`P@update` is valid).
+    pub fn register_with_input(&self) -> String {
+        self.registry.borrow_mut().with_input.push(self.path.clone());
+        self.register()
     }
 }
 
@@ -229,7 +316,11 @@ mod tests {
         assert_eq!(normalize_position("up_blocks.1.attentions.0").unwrap(), "up_blocks[1].attentions[0]");
         assert_eq!(normalize_position(" mid_block ").unwrap(), "mid_block");
         assert_eq!(normalize_position("a.to_out[0]").unwrap(), "a.to_out[0]");
-        for bad in ["", "up_blocks[", "up_blocks[x]", "1.up", "up..x", "__import__('os')", "up_blocks[1]x"] {
+        assert_eq!(normalize_position("mid_block.attentions.0@update").unwrap(), "mid_block.attentions[0]@update");
+        assert_eq!(update_base("mid_block@update"), Some("mid_block"));
+        for bad in
+            ["", "up_blocks[", "up_blocks[x]", "1.up", "up..x", "__import__('os')", "up_blocks[1]x", "a@b", "@update"]
+        {
             assert!(matches!(normalize_position(bad), Err(Error::BadPositionSyntax { .. })), "{bad}");
         }
     }

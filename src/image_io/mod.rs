@@ -29,17 +29,39 @@ impl PreparedImage {
 /// nearest smaller multiple with Pillow's Lanczos resampling, byte for byte what diffusers' `VaeImageProcessor`
 /// feeds the VAE.
 pub fn load_image(path: &Path, multiple: u32) -> Result<PreparedImage> {
+    let rgb = open_rgb(path)?;
+    prepare_rgb(rgb, multiple).map_err(|e| match e {
+        Error::InvalidArgument { why, .. } => Error::BadImage { path: path.to_path_buf(), why },
+        other => other,
+    })
+}
+
+/// Load an image as a `side`×`side` square: the shortest side scaled to `side` (Pillow's Lanczos, byte for
+/// byte), then the centre cropped, as dataset pipelines do so that every item has the same shape. `side` must be a
+/// multiple of 8. `resized_from` holds the original size.
+pub fn load_square(path: &Path, side: u32) -> Result<PreparedImage> {
+    if side == 0 || !side.is_multiple_of(8) {
+        return Err(Error::invalid(format!("image size {side}"), "must be a positive multiple of 8 (e.g. 512)"));
+    }
+    let rgb = open_rgb(path)?;
+    let (w, h) = rgb.dimensions();
+    let scale = side as f64 / w.min(h) as f64;
+    let (sw, sh) = (((w as f64 * scale).round() as u32).max(side), ((h as f64 * scale).round() as u32).max(side));
+    let scaled = if (sw, sh) == (w, h) { rgb } else { resize_lanczos(&rgb, sw, sh) };
+    let cropped = image::imageops::crop_imm(&scaled, (sw - side) / 2, (sh - side) / 2, side, side).to_image();
+    let mut prepared = prepare_rgb(cropped, 8)?;
+    prepared.resized_from = ((w, h) != (side, side)).then_some((h as i64, w as i64));
+    Ok(prepared)
+}
+
+fn open_rgb(path: &Path) -> Result<image::RgbImage> {
     let img = image::open(path).map_err(|e| match e {
         image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::NotFound => {
             Error::MissingFile { path: path.to_path_buf(), hint: None }
         }
         other => Error::BadImage { path: path.to_path_buf(), why: other.to_string() },
     })?;
-    let rgb = img.to_rgb8();
-    prepare_rgb(rgb, multiple).map_err(|e| match e {
-        Error::InvalidArgument { why, .. } => Error::BadImage { path: path.to_path_buf(), why },
-        other => other,
-    })
+    Ok(img.to_rgb8())
 }
 
 /// The same for an image already in memory.

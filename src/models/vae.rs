@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::nn::attention::AttentionSpec;
 use crate::nn::resnet::ResnetSpec;
 use crate::nn::{Attention, Conv2d, GroupNorm, ResnetBlock2D};
-use crate::taps::{Node, Taps};
+use crate::taps::{Node, Registry, Taps};
 use crate::weights::Weights;
 use std::cell::RefCell;
 use std::path::Path;
@@ -98,7 +98,7 @@ impl VaeEncoder {
         if channels.is_empty() {
             return Err(Error::BadConfig { path: config_path.into(), why: "block_out_channels is empty".into() });
         }
-        let registry = RefCell::new(Vec::new());
+        let registry = RefCell::new(Registry::default());
         let enc = Node::root(weights.root(), &registry).child("encoder");
         let groups = config.norm_num_groups;
         let conv_in = Conv2d::load(&enc.vb.pp("conv_in"), config.in_channels, channels[0], 3, 1, 1)?;

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::models::vae::{VaeMidBlock, EPS};
 use crate::nn::resnet::ResnetSpec;
 use crate::nn::{Conv2d, GroupNorm, ResnetBlock2D};
-use crate::taps::{Node, Taps};
+use crate::taps::{Node, Registry, Taps};
 use crate::weights::Weights;
 use std::cell::RefCell;
 use std::path::Path;
@@ -33,7 +33,7 @@ impl VaeDecoder {
         let Some(&top) = channels.last() else {
             return Err(Error::BadConfig { path: config_path.into(), why: "block_out_channels is empty".into() });
         };
-        let registry = RefCell::new(Vec::new());
+        let registry = RefCell::new(Registry::default());
         let dec = Node::root(weights.root(), &registry).child("decoder");
         let groups = config.norm_num_groups;
         let lc = config.latent_channels;

@@ -32,7 +32,7 @@ pub struct AttentionSpec {
 
 impl Attention {
     pub fn load(node: &Node, spec: AttentionSpec) -> Result<Self> {
-        let path = node.register();
+        let path = node.register_with_input();
         let inner = spec.heads * spec.head_dim;
         let context_dim = spec.context_dim.unwrap_or(spec.query_dim);
         let proj = |name: &str, in_dim: i64, out_dim: i64, bias: bool| -> Result<(String, Linear)> {
@@ -78,6 +78,7 @@ impl Attention {
     /// tokens `[B, L, query_dim]` (or `[B, C, H, W]` for VAE-style attention), context `[B, S, context_dim]`
     /// → same shape as the input.
     pub fn forward(&self, x: &Tensor, context: Option<&Tensor>, taps: &mut Taps) -> Result<Tensor> {
+        taps.enter(&self.path, x);
         let spatial = x.dim() == 4;
         let size = x.size();
         let tokens = match &self.spatial_norm {

@@ -29,7 +29,7 @@ pub struct ResnetSpec {
 
 impl ResnetBlock2D {
     pub fn load(node: &Node, spec: &ResnetSpec) -> Result<Self> {
-        let path = node.register();
+        let path = node.register_with_input();
         let (cin, cout) = (spec.in_channels, spec.out_channels);
         let norm = |name: &str, ch: i64| -> Result<(String, GroupNorm)> {
             let n = node.child(name);
@@ -61,6 +61,7 @@ impl ResnetBlock2D {
     /// # Shapes
     /// `x: [B, in, H, W]`, `temb: [B, T]` → `[B, out, H, W]`
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>, taps: &mut Taps) -> Result<Tensor> {
+        taps.enter(&self.path, x);
         // Each activation-sized temporary is consumed by the next op (shadowing would keep them all alive to
         // the end of the function, which costs several full-resolution buffers in the VAE encoder).
         let mut h = {

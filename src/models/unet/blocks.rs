@@ -66,7 +66,7 @@ impl DownBlock {
         cross: Option<CrossAttention>,
         downsample: bool,
     ) -> Result<Self> {
-        let path = node.register();
+        let path = node.register_with_input();
         let mut resnets = Vec::new();
         let mut attentions = Vec::new();
         for i in 0..layers {
@@ -101,6 +101,7 @@ impl DownBlock {
         context: &Tensor,
         taps: &mut Taps,
     ) -> Result<(Tensor, Vec<Tensor>)> {
+        taps.enter(&self.path, x);
         let mut h = x.shallow_clone();
         let mut skips = Vec::new();
         for (i, resnet) in self.resnets.iter().enumerate() {
@@ -129,7 +130,7 @@ pub struct MidBlock {
 
 impl MidBlock {
     pub fn load(node: &Node, spec: &BlockSpec, ch: i64, cross: Option<CrossAttention>) -> Result<Self> {
-        let path = node.register();
+        let path = node.register_with_input();
         let mut resnets = vec![ResnetBlock2D::load(&node.item("resnets", 0), &resnet_spec(spec, ch, ch))?];
         let mut attentions = Vec::new();
         if let Some(x) = cross {
@@ -140,6 +141,7 @@ impl MidBlock {
     }
 
     pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor, taps: &mut Taps) -> Result<Tensor> {
+        taps.enter(&self.path, x);
         let mut h = self.resnets[0].forward(x, Some(temb), taps)?;
         for (attn, resnet) in self.attentions.iter().zip(&self.resnets[1..]) {
             h = attn.forward(&h, context, taps)?;
@@ -179,7 +181,7 @@ impl UpBlock {
         cross: Option<CrossAttention>,
         upsample: bool,
     ) -> Result<Self> {
-        let path = node.register();
+        let path = node.register_with_input();
         let mut resnets = Vec::new();
         let mut attentions = Vec::new();
         for i in 0..layers {
@@ -221,6 +223,7 @@ impl UpBlock {
         upsample_to: Option<(i64, i64)>,
         taps: &mut Taps,
     ) -> Result<Tensor> {
+        taps.enter(&self.path, x);
         let mut h = x.shallow_clone();
         for (i, resnet) in self.resnets.iter().enumerate() {
             let skip = skips.pop().ok_or_else(|| crate::error::Error::Shape {

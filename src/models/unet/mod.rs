@@ -8,7 +8,7 @@ use crate::config::UNetConfig;
 use crate::error::{Error, Result};
 use crate::nn::embeddings::{timestep_features, TimestepEmbedding};
 use crate::nn::{Conv2d, GroupNorm};
-use crate::taps::{Node, Taps};
+use crate::taps::{Node, Registry, Taps};
 use crate::weights::Weights;
 use blocks::{BlockSpec, CrossAttention, DownBlock, MidBlock, UpBlock, UpChannels};
 use std::cell::RefCell;
@@ -40,6 +40,7 @@ pub struct UNet {
     conv_norm_out: (String, GroupNorm),
     conv_out: (String, Conv2d),
     positions: Vec<String>,
+    with_input: Vec<String>,
 }
 
 fn unsupported(path: &Path, why: impl Into<String>) -> Error {
@@ -97,7 +98,7 @@ impl UNet {
             .ok_or_else(|| unsupported(p, "neither num_attention_heads nor attention_head_dim is set"))?;
         let heads = heads_cfg.expand(n_blocks, "num_attention_heads", p)?;
 
-        let registry = RefCell::new(Vec::new());
+        let registry = RefCell::new(Registry::default());
         let root = Node::root(weights.root(), &registry);
         let c0 = cfg.block_out_channels[0];
         let temb = c0 * 4;
@@ -196,7 +197,7 @@ impl UNet {
         root.child("conv_act").register();
         let conv_out_node = root.child("conv_out");
         let conv_out = (conv_out_node.register(), Conv2d::load(&conv_out_node.vb, c0, cfg.out_channels, 3, 1, 1)?);
-        let positions = registry.into_inner();
+        let Registry { positions, with_input } = registry.into_inner();
         Ok(Self {
             time_proj_dim: c0,
             config,
@@ -209,12 +210,18 @@ impl UNet {
             conv_norm_out,
             conv_out,
             positions,
+            with_input,
         })
     }
 
     /// Every valid position, in module-tree order.
     pub fn positions(&self) -> &[String] {
         &self.positions
+    }
+
+    /// Positions whose update (`P@update`, output − input) can be captured or edited.
+    pub fn update_positions(&self) -> &[String] {
+        &self.with_input
     }
 
     /// Run the U-Net. Returns `None` when the taps stopped the pass early (after the last requested position).

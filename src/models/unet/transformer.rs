@@ -16,7 +16,7 @@ struct FeedForward {
 
 impl FeedForward {
     fn load(node: &Node, dim: i64) -> Result<Self> {
-        let path = node.register();
+        let path = node.register_with_input();
         let inner = dim * 4;
         let geglu_node = node.item("net", 0);
         let geglu_path = geglu_node.register();
@@ -30,6 +30,7 @@ impl FeedForward {
     }
 
     fn forward(&self, x: &Tensor, taps: &mut Taps) -> Result<Tensor> {
+        taps.enter(&self.path, x);
         let (geglu_path, proj_path, proj) = &self.geglu;
         let both = taps.visit(proj_path, proj.forward(x)?)?;
         let halves = both.f_chunk(2, -1)?;
@@ -53,7 +54,7 @@ struct BasicTransformerBlock {
 
 impl BasicTransformerBlock {
     fn load(node: &Node, dim: i64, heads: i64, head_dim: i64, context_dim: i64) -> Result<Self> {
-        let path = node.register();
+        let path = node.register_with_input();
         let norm = |name: &str| -> Result<(String, LayerNorm)> {
             let n = node.child(name);
             Ok((n.register(), LayerNorm::load(&n.vb, dim, 1e-5)?))
@@ -78,6 +79,7 @@ impl BasicTransformerBlock {
     }
 
     fn forward(&self, x: &Tensor, context: &Tensor, taps: &mut Taps) -> Result<Tensor> {
+        taps.enter(&self.path, x);
         let n = taps.visit(&self.norm1.0, self.norm1.1.forward(x)?)?;
         let x = self.attn1.forward(&n, None, taps)?.f_add(x)?;
         let n = taps.visit(&self.norm2.0, self.norm2.1.forward(&x)?)?;
@@ -115,7 +117,7 @@ pub struct Transformer2D {
 
 impl Transformer2D {
     pub fn load(node: &Node, spec: &TransformerSpec) -> Result<Self> {
-        let path = node.register();
+        let path = node.register_with_input();
         let c = spec.channels;
         let head_dim = c / spec.heads;
         let norm_node = node.child("norm");
@@ -148,6 +150,7 @@ impl Transformer2D {
     /// # Shapes
     /// `x: [B, C, H, W]`, `context: [B, S, D]` → `[B, C, H, W]`
     pub fn forward(&self, x: &Tensor, context: &Tensor, taps: &mut Taps) -> Result<Tensor> {
+        taps.enter(&self.path, x);
         let size = x.size();
         let (b, c, h, w) = (size[0], size[1], size[2], size[3]);
         let to_tokens = |t: &Tensor| -> Result<Tensor> { Ok(t.f_permute([0, 2, 3, 1])?.f_reshape([b, h * w, c])?) };

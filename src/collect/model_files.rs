@@ -1,0 +1,55 @@
+//! The weight files a pipeline was loaded from, by content, for the collection manifest.
+
+use crate::collection::manifest::FileHash;
+use crate::error::{Error, Result};
+use crate::hub::component_weights;
+use crate::pipeline::Pipeline;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::Path;
+
+/// Every weight file of the pipeline (U-Net, VAE, text encoders) with its size and sha256. Files in the Hugging
+/// Face cache are links to blobs named by their sha256, which is taken as is; other files are hashed.
+pub fn model_file_hashes(pipe: &Pipeline) -> Result<Vec<FileHash>> {
+    let root = &pipe.source.root;
+    let mut files = Vec::new();
+    match &pipe.source.unet_override {
+        Some(file) => files.push(file.clone()),
+        None => files.extend(component_weights(&root.join("unet"))?),
+    }
+    for component in ["vae", "text_encoder", "text_encoder_2"] {
+        let dir = root.join(component);
+        if dir.is_dir() {
+            files.extend(component_weights(&dir)?);
+        }
+    }
+    files
+        .iter()
+        .map(|file| {
+            let relative = file.strip_prefix(root).unwrap_or(file).to_string_lossy().replace('\\', "/");
+            let bytes = std::fs::metadata(file).map_err(|e| Error::io(file, e))?.len();
+            Ok(FileHash { path: relative, bytes, sha256: content_sha256(file)? })
+        })
+        .collect()
+}
+
+fn content_sha256(file: &Path) -> Result<String> {
+    if let Ok(target) = std::fs::read_link(file) {
+        let name = target.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let in_blobs = target.parent().and_then(|p| p.file_name()).is_some_and(|p| p == "blobs");
+        if in_blobs && name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Ok(name);
+        }
+    }
+    let mut reader = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buffer).map_err(|e| Error::io(file, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
