@@ -7,7 +7,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("unknown position `{given}`; valid positions are:\n  {}", valid.join("\n  "))]
+    #[error("unknown position `{given}`; {}", suggest_positions(given, valid))]
     UnknownPosition { given: String, valid: Vec<String> },
 
     #[error("cannot parse position `{given}`: {why} (write e.g. `up_blocks[1].attentions[0]`)")]
@@ -75,6 +75,24 @@ pub enum Error {
 
     #[error("JSON error: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+/// The closest valid positions to a mistyped one (all of them when there are few), and how to list them all.
+fn suggest_positions(given: &str, valid: &[String]) -> String {
+    const SHOWN: usize = 5;
+    if valid.len() <= 12 {
+        return format!("valid positions are:\n  {}", valid.join("\n  "));
+    }
+    let base = given.trim().split('@').next().unwrap_or("");
+    let mut ranked: Vec<(f64, &String)> =
+        valid.iter().map(|v| (strsim::normalized_damerau_levenshtein(base, v), v)).collect();
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.len().cmp(&b.1.len())));
+    let closest: Vec<&str> = ranked.iter().take(SHOWN).map(|(_, v)| v.as_str()).collect();
+    format!(
+        "did you mean:\n  {}\n({} valid positions; `sdscope positions --model M` lists them all with their shapes)",
+        closest.join("\n  "),
+        valid.len()
+    )
 }
 
 impl Error {

@@ -179,6 +179,24 @@ impl Pipeline {
         resolve_positions(self.unet.positions(), self.unet.update_positions(), positions)
     }
 
+    /// Check that every `P@update` among `positions` (resolved) is a module whose output has its input's shape,
+    /// with one shape-only pass on a small zero input (a fraction of a second), so that a long job fails before
+    /// it starts rather than at its first item.
+    pub fn check_updates(&self, positions: &[String]) -> Result<()> {
+        let updates: Vec<&String> = positions.iter().filter(|p| update_base(p).is_some()).collect();
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let _guard = tch::no_grad_guard();
+        let side = 16;
+        let (sample, context, text_embeds) = self.unet.dummy_inputs((side, side))?;
+        let cond = TextConditioning { hidden_states: context, text_embeds };
+        let mut taps = crate::taps::Taps::capture(updates.into_iter().cloned(), true);
+        let pixels = side * self.vae.scale_factor();
+        self.unet_pass(&sample.f_to_device(self.options.device)?, 50, &cond, (pixels, pixels), &mut taps)?;
+        Ok(())
+    }
+
     /// Token ids of a prompt for each tokenizer (77 each, padded and truncated).
     pub fn tokenize(&self, prompt: &str) -> Result<Vec<Encoding>> {
         self.tokenizers.iter().map(|t| t.encode(prompt)).collect()

@@ -101,6 +101,25 @@ fn sae_recipe_matches_diffusers() {
         assert_eq!(merged.layout, ["item", "channel", "row", "col"]);
         assert_close(&format!("collect {p}"), &merged.x, &refs[p], TOL);
     }
+    // The token stream yields every token vector once: in order without shuffling, a permutation with it.
+    let position = &positions[1];
+    let tokens = sdscope::collection::reader::to_tokens(&collection.merged(position).unwrap()).unwrap();
+    let ordered = sdscope::collection::StreamOptions {
+        batch: 3,
+        buffer: 6,
+        shuffle: false,
+        keep_last: true,
+        ..Default::default()
+    };
+    let streamed: Vec<Tensor> = collection.tokens(position, ordered).unwrap().map(|b| b.unwrap()).collect();
+    assert!(Tensor::cat(&streamed, 0).equal(&tokens));
+    let shuffled = sdscope::collection::StreamOptions { batch: 4, buffer: 8, keep_last: true, ..Default::default() };
+    let streamed =
+        Tensor::cat(&collection.tokens(position, shuffled).unwrap().map(|b| b.unwrap()).collect::<Vec<_>>(), 0);
+    assert_eq!(streamed.size(), tokens.size());
+    assert!(!streamed.equal(&tokens), "shuffled");
+    let sort = |t: &Tensor| t.sum_dim_intlist([1i64].as_slice(), false, Kind::Double).sort(0, false).0;
+    assert!(sort(&streamed).allclose(&sort(&tokens), 0.0, 0.0, false), "the same rows");
     let items = collection.merged_items().unwrap();
     assert_eq!(items.len(), prompts.len());
     for (k, row) in items.iter().enumerate() {

@@ -50,7 +50,11 @@ fn unknown_position_lists_valid_ones() {
         }
         other => panic!("expected UnknownPosition, got {other:?}"),
     }
-    assert!(err.to_string().contains("mid_block"), "message lists valid positions: {err}");
+    let text = err.to_string();
+    assert!(text.contains("did you mean") && text.contains("up_blocks[1]"), "message suggests the closest: {text}");
+    assert!(text.contains("sdscope positions") && text.lines().count() < 10, "a short message: {text}");
+    let err = pipe.extract(&ExtractRequest::new(["mid_blok"]).progress(false), &[&image]).unwrap_err().to_string();
+    assert_eq!(err.lines().nth(1).map(str::trim), Some("mid_block"), "the closest first: {err}");
     let err = pipe.extract(&ExtractRequest::new(["__import__('os')"]).progress(false), &[&image]).unwrap_err();
     assert!(matches!(err, Error::BadPositionSyntax { .. }), "{err:?}");
 }

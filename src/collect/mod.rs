@@ -236,6 +236,7 @@ impl<'p> Collector<'p> {
             return Err(Error::invalid("--samples-per-prompt 0", "give at least one sample per prompt"));
         }
         let positions = pipe.resolve_positions(&request.positions)?;
+        pipe.check_updates(&positions)?;
         let resolved = match &source {
             WorkSource::Prompts { .. } => Self::resolve_generation(pipe, &request)?,
             WorkSource::Images { .. } => {

@@ -156,3 +156,52 @@ impl Manifest {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(steps: u32) -> Manifest {
+        Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            sdscope_version: "test".into(),
+            model: ModelRecord {
+                spec: "m".into(),
+                files: vec![FileHash { path: "unet/w".into(), bytes: 1, sha256: "ab".repeat(32) }],
+            },
+            source: SourceRecord {
+                kind: "prompts".into(),
+                spec: "p".into(),
+                column: None,
+                items: 3,
+                fingerprint: "f".into(),
+            },
+            positions: vec!["mid_block".into()],
+            options: serde_json::json!({ "steps": steps }),
+            shards: ShardsRecord { count: 2, items: vec![2, 1] },
+            layout: String::new(),
+        }
+    }
+
+    #[test]
+    fn concurrent_workers_agree_on_one_manifest_and_others_are_refused() {
+        let dir = std::env::temp_dir().join(format!("sdscope-manifest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || manifest(2).create_or_check(&dir))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        assert_eq!(Manifest::read(&dir).unwrap(), manifest(2));
+        let err = manifest(3).create_or_check(&dir).unwrap_err().to_string();
+        assert!(err.contains("--steps: this run 3, the folder 2"), "{err}");
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, [std::ffi::OsString::from(MANIFEST_FILE)], "no temporary files left");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -4,6 +4,7 @@
 //! type of sdscope has one and renders itself as one self-contained `text/html` block (pictures as base64 PNG,
 //! plots as inline SVG) with a `text/plain` fallback. All user text is HTML-escaped.
 
+pub mod collection;
 pub mod figure;
 pub mod picture;
 pub mod tables;

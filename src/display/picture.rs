@@ -48,6 +48,12 @@ impl Picture {
         Ok(Self::new(image, caption))
     }
 
+    /// The same picture with another caption.
+    pub fn with_caption(mut self, caption: impl Into<String>) -> Self {
+        self.caption = caption.into();
+        self
+    }
+
     /// Read an image file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();

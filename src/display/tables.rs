@@ -12,7 +12,7 @@ use tch::Kind;
 const TABLE: &str = "border-collapse:collapse;font:12px monospace";
 const CELL: &str = "border:1px solid #ccc;padding:2px 6px;text-align:left";
 
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut html = format!("<table style=\"{TABLE}\"><tr>");
     for h in headers {
         html.push_str(&format!("<th style=\"{CELL};background:#f3f3f3\">{}</th>", escape_html(h)));

@@ -219,6 +219,24 @@ impl UNet {
         &self.positions
     }
 
+    /// Zero inputs of the right shapes for a shape-only pass on a `latent` grid: sample `[1, C, h, w]`, text
+    /// context `[1, 77, D]` and, for text_time conditioning, pooled text embeddings `[1, P]`.
+    pub fn dummy_inputs(&self, latent: (i64, i64)) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let cfg = &self.config;
+        let options = (Kind::Float, tch::Device::Cpu);
+        let sample = Tensor::f_zeros([1, cfg.in_channels, latent.0, latent.1], options)?;
+        let context_dim = match &cfg.cross_attention_dim {
+            crate::config::PerBlock::One(d) => *d,
+            crate::config::PerBlock::Each(v) => v.first().copied().unwrap_or(768),
+        };
+        let context = Tensor::f_zeros([1, 77, context_dim], options)?;
+        let text_embeds = match (cfg.projection_class_embeddings_input_dim, cfg.addition_time_embed_dim) {
+            (Some(total), Some(t)) => Some(Tensor::f_zeros([1, total - 6 * t], options)?),
+            _ => None,
+        };
+        Ok((sample, context, text_embeds))
+    }
+
     /// Positions whose update (`P@update`, output − input) can be captured or edited.
     pub fn update_positions(&self) -> &[String] {
         &self.with_input
