@@ -122,7 +122,8 @@ pub fn cache_dir() -> PathBuf {
     }
 }
 
-fn offline_from_env() -> bool {
+/// Whether `HF_HUB_OFFLINE` forbids downloads.
+pub(crate) fn offline_from_env() -> bool {
     let v = std::env::var("HF_HUB_OFFLINE").unwrap_or_default().to_ascii_lowercase();
     matches!(v.trim(), "1" | "true" | "yes" | "on")
 }
@@ -384,6 +385,11 @@ fn fetch_file(repo: &str, file: &str, cache: &Path, offline: bool) -> Result<Pat
 }
 
 fn api_repo(repo: &str, cache: &Path) -> std::result::Result<ApiRepo, ApiError> {
+    Ok(hub_api(cache)?.model(repo.into()))
+}
+
+/// The hub client on the cache `cache`, honouring `HF_ENDPOINT` and `HF_TOKEN`, without progress bars.
+pub(crate) fn hub_api(cache: &Path) -> std::result::Result<hf_hub::api::sync::Api, ApiError> {
     let mut builder = ApiBuilder::from_cache(hf_hub::Cache::new(cache.into())).with_progress(false);
     if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
         builder = builder.with_endpoint(endpoint.trim_end_matches('/').into());
@@ -391,7 +397,7 @@ fn api_repo(repo: &str, cache: &Path) -> std::result::Result<ApiRepo, ApiError> 
     if let Some(token) = std::env::var("HF_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
         builder = builder.with_token(Some(token.trim().into()));
     }
-    Ok(builder.build()?.model(repo.into()))
+    builder.build()
 }
 
 /// Maps a hub failure: HTTP 401/403/404 are the repo's fault, anything else means "unreachable".

@@ -521,7 +521,12 @@ impl<'p> Collector<'p> {
     fn save_image(&self, rgb: &Tensor, file: &Path) -> Result<()> {
         let rgb = crate::xattn::render::tensor_to_rgb(rgb)?;
         let rgb = match self.request.thumbnail {
-            Some(side) => image::imageops::thumbnail(&rgb, side.min(rgb.width()), side.min(rgb.height()).max(1)),
+            Some(side) => {
+                let scale = (side as f64 / rgb.width().max(rgb.height()) as f64).min(1.0);
+                let (w, h) =
+                    ((rgb.width() as f64 * scale).round() as u32, (rgb.height() as f64 * scale).round() as u32);
+                image::imageops::thumbnail(&rgb, w.max(1), h.max(1))
+            }
             None => rgb,
         };
         if let Some(parent) = file.parent() {
