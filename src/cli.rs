@@ -24,9 +24,13 @@ pub struct ExtractArgs {
     pub whole_pass: bool,
 }
 
-/// Flags of `sdscope bench` (defaults in [`sdscope::bench::BenchOptions`]).
+/// Flags of `sdscope bench` (defaults in [`sdscope::bench::BenchOptions`]); `sdscope bench collect` instead
+/// benchmarks dataset collection ([`BenchCollectArgs`]).
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    pub kind: Option<BenchKind>,
     /// Where the random SD1.5-architecture pipeline, the test image and the scripts go.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
@@ -47,6 +51,36 @@ pub struct BenchArgs {
     pub skip_python: bool,
 }
 
+/// What `sdscope bench` measures: extraction (without a subcommand) or collection.
+#[derive(clap::Subcommand)]
+pub enum BenchKind {
+    /// Dataset-scale collection (SDXL, 1 step, 4 transformer-block updates) against diffusers with forward hooks.
+    Collect(BenchCollectArgs),
+}
+
+/// Flags of `sdscope bench collect` (defaults in [`sdscope::bench::collect::CollectBenchOptions`]).
+#[derive(clap::Args)]
+pub struct BenchCollectArgs {
+    /// Side of the square images, a multiple of 8 [default: 256].
+    #[arg(long)]
+    pub size: Option<i64>,
+    /// Items (prompts, seeds 0..N) per run [default: 4].
+    #[arg(long)]
+    pub items: Option<usize>,
+    /// Batch sizes to measure, each side and batch size in a fresh process [default: 1,2,4].
+    #[arg(long, value_delimiter = ',')]
+    pub batches: Option<Vec<usize>>,
+    /// Where the random SDXL-architecture pipeline (about 14 GB), the prompts and the collections go.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Python with torch and diffusers (the reference virtualenv by default).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Measure sdscope only.
+    #[arg(long)]
+    pub skip_python: bool,
+}
+
 /// `sdscope positions`: one dummy pass at SIZE×SIZE capturing every module, printing `path<TAB>shape`.
 pub fn positions(model: &str, size: i64) -> Result<()> {
     if size <= 0 || size % 8 != 0 {
@@ -54,20 +88,10 @@ pub fn positions(model: &str, size: i64) -> Result<()> {
     }
     let source = resolve(model)?;
     let unet = load_unet(&source, &LoadOptions::default())?;
-    let cfg = &unet.config;
     let latent = size / 8;
-    let sample = Tensor::f_zeros([1, cfg.in_channels, latent, latent], (Kind::Float, tch::Device::Cpu))?;
-    let context_dim = match &cfg.cross_attention_dim {
-        sdscope::config::PerBlock::One(d) => *d,
-        sdscope::config::PerBlock::Each(v) => v.first().copied().unwrap_or(768),
-    };
-    let context = Tensor::f_zeros([1, 77, context_dim], (Kind::Float, tch::Device::Cpu))?;
+    let (sample, context, text_embeds) = unet.dummy_inputs((latent, latent))?;
     let time_ids =
         Tensor::from_slice(&[size as f32, size as f32, 0.0, 0.0, size as f32, size as f32]).f_unsqueeze(0)?;
-    let text_embeds = match (cfg.projection_class_embeddings_input_dim, cfg.addition_time_embed_dim) {
-        (Some(total), Some(t)) => Some(Tensor::f_zeros([1, total - 6 * t], (Kind::Float, tch::Device::Cpu))?),
-        _ => None,
-    };
     let added =
         text_embeds.as_ref().map(|text_embeds| sdscope::models::AddedConditioning { text_embeds, time_ids: &time_ids });
     eprintln!("[sdscope] running one {size}×{size} pass to measure output shapes");
@@ -125,6 +149,9 @@ pub fn extract(args: &ExtractArgs) -> Result<()> {
 
 /// `sdscope bench`: see [`sdscope::bench::run`].
 pub fn bench(args: &BenchArgs) -> Result<()> {
+    if let Some(BenchKind::Collect(collect)) = &args.kind {
+        return bench_collect(collect);
+    }
     let mut opts = sdscope::bench::BenchOptions::default();
     if let Some(dir) = &args.work_dir {
         opts.work_dir = dir.clone();
@@ -141,6 +168,28 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     }
     opts.skip_python = args.skip_python;
     sdscope::bench::run(&opts)
+}
+
+/// `sdscope bench collect`: see [`sdscope::bench::collect::run`].
+fn bench_collect(args: &BenchCollectArgs) -> Result<()> {
+    let mut opts = sdscope::bench::collect::CollectBenchOptions::default();
+    if let Some(dir) = &args.work_dir {
+        opts.work_dir = dir.clone();
+    }
+    if let Some(python) = &args.python {
+        opts.python = python.clone();
+    }
+    if let Some(size) = args.size {
+        opts.size = size;
+    }
+    if let Some(items) = args.items {
+        opts.items = items;
+    }
+    if let Some(batches) = &args.batches {
+        opts.batches = batches.clone();
+    }
+    opts.skip_python = args.skip_python;
+    sdscope::bench::collect::run(&opts)
 }
 
 /// Flags of `sdscope generate`; steps, guidance and size default to the model's (see

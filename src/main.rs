@@ -71,10 +71,12 @@ enum Command {
     Explorer(cli::ExplorerArgs),
     /// Collect representations over a dataset of prompts or images: batched, sharded, resumable (Slurm arrays).
     Collect(Box<cli_collect::CollectArgs>),
-    /// Time extraction against diffusers on a random-weight SD1.5-architecture pipeline.
+    /// Time extraction (SD1.5) or, with `collect`, dataset collection (SDXL) against diffusers, random weights.
     Bench(cli::BenchArgs),
     #[command(hide = true)]
     BenchWorker(sdscope::bench::WorkerArgs),
+    #[command(hide = true)]
+    BenchCollectWorker(sdscope::bench::collect::CollectWorkerArgs),
     /// An explorer page over random representations, for timing hover updates in a browser.
     #[command(hide = true)]
     ExplorerSynthetic {
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
         Command::Collect(args) => cli_collect::collect(&args),
         Command::Bench(args) => cli::bench(&args),
         Command::BenchWorker(args) => sdscope::bench::worker(&args),
+        Command::BenchCollectWorker(args) => sdscope::bench::collect::worker(&args),
         Command::ExplorerSynthetic { html, images, side, channels } => {
             sdscope::similarity::explorer::Explorer::synthetic(images, side, side, channels, 0)
                 .and_then(|e| e.save_html(&html))

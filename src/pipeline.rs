@@ -193,8 +193,13 @@ impl Pipeline {
         let cond = TextConditioning { hidden_states: context, text_embeds };
         let mut taps = crate::taps::Taps::capture(updates.into_iter().cloned(), true);
         let pixels = side * self.vae.scale_factor();
-        self.unet_pass(&sample.f_to_device(self.options.device)?, 50, &cond, (pixels, pixels), &mut taps)?;
-        Ok(())
+        let sample = sample.f_to_device(self.options.device)?;
+        match self.unet_pass(&sample, 50, &cond, (pixels, pixels), &mut taps) {
+            Err(Error::Shape { context, why }) => {
+                Err(Error::Shape { context, why: format!("{why} (in a shape-only pass at {pixels}×{pixels} px)") })
+            }
+            other => other.map(|_| ()),
+        }
     }
 
     /// Token ids of a prompt for each tokenizer (77 each, padded and truncated).

@@ -116,7 +116,8 @@ fn errors_go_to_stderr_with_nonzero_exit() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("unknown position `mid_blok`") && stderr.contains("up_blocks[1]"), "{stderr}");
+    assert!(stderr.contains("unknown position `mid_blok`; did you mean:\n  mid_block\n"), "{stderr}");
+    assert!(stderr.contains("sdscope positions"), "says how to list them all: {stderr}");
 }
 
 /// `generate` against a diffusers reference: the PNG, `--latents-out` (key `latents`, [1, 4, H/8, W/8]) and

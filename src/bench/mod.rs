@@ -7,6 +7,8 @@
 //! of the current executable ([`WORKER_SUBCOMMAND`], handled by [`worker`]), diffusers through
 //! `tests/bench/diffusers_extract.py`. Both scripts are compiled into the binary and written to the work folder.
 
+pub mod collect;
+mod collect_report;
 mod report;
 
 use report::gib;

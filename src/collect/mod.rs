@@ -22,6 +22,7 @@ use crate::collection::layout::{image_file, position_file, shard_range};
 use crate::collection::manifest::{Manifest, ModelRecord, ShardsRecord, SourceRecord, FORMAT, VERSION};
 use crate::collection::shard_io::ShardWriter;
 use crate::collection::sources::{fingerprint_images, fingerprint_prompts, ImageItem};
+use crate::collection::{Collection, ShardState};
 use crate::error::{Error, Result};
 use crate::extract::ExtractRequest;
 use crate::generate::{BatchItem, GenerateRequest};
@@ -199,6 +200,14 @@ pub struct Collector<'p> {
     manifest: Manifest,
     /// Generation: steps, guidance, width, height resolved; the kept U-Net call indices.
     resolved: Resolved,
+    created: Created,
+}
+
+/// What this collector created, so that a run that fails before any shard is complete leaves nothing behind.
+#[derive(Debug, Clone, Copy)]
+struct Created {
+    manifest: bool,
+    folder: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -302,8 +311,10 @@ impl<'p> Collector<'p> {
             },
             layout: LAYOUT_NOTE.into(),
         };
-        manifest.create_or_check(&dir)?;
-        Ok(Self { pipe, dir, source, request, positions, manifest, resolved })
+        let new_folder = !dir.exists();
+        let wrote_manifest = manifest.create_or_check(&dir)?;
+        let created = Created { manifest: wrote_manifest, folder: new_folder };
+        Ok(Self { pipe, dir, source, request, positions, manifest, resolved, created })
     }
 
     fn resolve_generation(pipe: &Pipeline, request: &CollectRequest) -> Result<Resolved> {
@@ -383,7 +394,7 @@ impl<'p> Collector<'p> {
         let (mut done_items, total_items): (u64, u64) =
             (0, shards.iter().map(|&i| self.manifest.shards.items[i]).sum());
         for (n, &i) in shards.iter().enumerate() {
-            let outcome = self.run_shard(i)?;
+            let outcome = self.run_shard(i).inspect_err(|_| self.clean_up_after_failure())?;
             done_items += self.manifest.shards.items[i];
             if self.request.progress {
                 let name = crate::collection::layout::shard_dir_name(i, count);
@@ -409,11 +420,33 @@ impl<'p> Collector<'p> {
         Ok(out)
     }
 
+    /// After an error: the manifest this collector wrote, and the folder it created, are removed again when no
+    /// shard is complete or being written (the manifest is a function of the settings, so a worker that still
+    /// needs it writes the same one again).
+    fn clean_up_after_failure(&self) {
+        let collection = Collection { dir: self.dir.clone(), manifest: self.manifest.clone() };
+        let untouched = collection.status().iter().all(|s| s.state == ShardState::Missing);
+        if self.created.manifest && untouched {
+            let _ = std::fs::remove_file(self.dir.join(crate::collection::layout::MANIFEST_FILE));
+            if self.created.folder {
+                let _ = std::fs::remove_dir(&self.dir);
+            }
+        }
+    }
+
     /// Write shard `index`, unless it is complete. Killing the process at any moment leaves at most a partial
-    /// folder, which the next attempt removes.
+    /// folder, which the next attempt removes; an error removes it at once.
     pub fn run_shard(&self, index: usize) -> Result<ShardOutcome> {
         let count = self.manifest.shards.count;
         let Some(writer) = ShardWriter::begin(&self.dir, index, count)? else { return Ok(ShardOutcome::Skipped) };
+        let partial = writer.dir().to_path_buf();
+        self.fill_shard(writer, index).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&partial);
+        })
+    }
+
+    fn fill_shard(&self, writer: ShardWriter, index: usize) -> Result<ShardOutcome> {
+        let count = self.manifest.shards.count;
         let start = Instant::now();
         let range = shard_range(self.manifest.source.items, index, count);
         let throttle = std::env::var("SDSCOPE_COLLECT_THROTTLE_MS").ok().and_then(|v| v.parse::<u64>().ok());

@@ -92,7 +92,8 @@ impl Manifest {
     }
 
     /// Write the manifest into `dir` unless one is there; if one is, it must describe the same collection.
-    pub fn create_or_check(&self, dir: &Path) -> Result<()> {
+    /// Returns whether this call wrote it.
+    pub fn create_or_check(&self, dir: &Path) -> Result<bool> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join(MANIFEST_FILE);
         if !path.exists() {
@@ -103,7 +104,7 @@ impl Manifest {
             let linked = std::fs::hard_link(&tmp, &path);
             let _ = std::fs::remove_file(&tmp);
             match linked {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(true),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(Error::io(&path, e)),
             }
@@ -111,7 +112,7 @@ impl Manifest {
         let existing = Manifest::read(dir)?;
         let differences = self.differences(&existing);
         if differences.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         Err(Error::invalid(
             format!("collection folder {}", dir.display()),
