@@ -61,6 +61,8 @@ pub struct GenerateRequest {
     pub decode_every_step: bool,
     /// One line per step on stderr.
     pub progress: bool,
+    /// Decode the final latents into `image` (off: `image` is empty, as diffusers' `output_type="latent"`).
+    pub decode: bool,
 }
 
 impl GenerateRequest {
@@ -79,6 +81,7 @@ impl GenerateRequest {
             attention: None,
             decode_every_step: false,
             progress: true,
+            decode: true,
         }
     }
 
@@ -143,6 +146,12 @@ impl GenerateRequest {
         self.progress = yes;
         self
     }
+
+    /// Whether to decode the final image (on by default; cross-attention maps always decode it).
+    pub fn decode(mut self, yes: bool) -> Self {
+        self.decode = yes;
+        self
+    }
 }
 
 /// Steps, guidance and size a model generates with when the request does not say.
@@ -156,7 +165,8 @@ pub struct GenerationDefaults {
 
 /// The result of a generation.
 /// # Shapes
-/// `latents: [1, 4, H/8, W/8]` (before VAE decode); `image: [1, 3, H, W]` in [-1, 1];
+/// `latents: [1, 4, H/8, W/8]` (before VAE decode); `image: [1, 3, H, W]` in [-1, 1] (`[1, 0]` when the request
+/// set `decode(false)`);
 /// `step_latents[i]`, `step_images[i]` likewise, one per step.
 pub struct Generation {
     pub prompt: String,
@@ -179,6 +189,9 @@ pub struct Generation {
 impl Generation {
     /// The image as 8-bit RGB `[H, W, 3]`, as diffusers' `output_type="pil"` gives it.
     pub fn rgb8(&self) -> Result<Tensor> {
+        if self.image.numel() == 0 {
+            return Err(Error::invalid("image", "was not decoded (the request set `decode(false)`)"));
+        }
         to_rgb8(&self.image.f_get(0)?)
     }
 
@@ -288,36 +301,38 @@ impl Pipeline {
         let time_ids = self.time_ids(size.0, size.1)?;
         let zero_uncond_allowed = self.family == Family::Xl && self.force_zeros_for_empty_prompt();
         let mut negatives: std::collections::HashMap<String, TextConditioning> = Default::default();
-        let (mut hidden, mut pooled, mut uncond_hidden, mut uncond_pooled) = (vec![], vec![], vec![], vec![]);
-        for item in items {
-            let cond = self.encode_prompt(&item.prompt)?;
-            if guided {
-                let (h, p) = if zero_uncond_allowed && item.negative_prompt.is_none() {
-                    (
-                        cond.hidden_states.f_zeros_like()?,
-                        cond.text_embeds.as_ref().map(|t| t.f_zeros_like()).transpose()?,
-                    )
-                } else {
-                    let negative = item.negative_prompt.clone().unwrap_or_default();
-                    if !negatives.contains_key(&negative) {
-                        let encoded = self.encode_prompt(&negative)?;
-                        negatives.insert(negative.clone(), encoded);
-                    }
-                    let u = &negatives[&negative];
-                    (u.hidden_states.shallow_clone(), u.text_embeds.as_ref().map(Tensor::shallow_clone))
-                };
-                uncond_hidden.push(h);
-                uncond_pooled.extend(p);
+        let (mut uncond_hidden, mut uncond_pooled) = (vec![], vec![]);
+        let prompts: Vec<&str> = items.iter().map(|i| i.prompt.as_str()).collect();
+        let cond = self.encode_prompts(&prompts)?;
+        for (row, item) in items.iter().enumerate() {
+            if !guided {
+                break;
             }
-            hidden.push(cond.hidden_states);
-            pooled.extend(cond.text_embeds);
+            let row = row as i64;
+            let (h, p) = if zero_uncond_allowed && item.negative_prompt.is_none() {
+                let pooled = cond.text_embeds.as_ref().map(|t| t.f_narrow(0, row, 1)?.f_zeros_like()).transpose()?;
+                (cond.hidden_states.f_narrow(0, row, 1)?.f_zeros_like()?, pooled)
+            } else {
+                let negative = item.negative_prompt.clone().unwrap_or_default();
+                if !negatives.contains_key(&negative) {
+                    let encoded = self.encode_prompt(&negative)?;
+                    negatives.insert(negative.clone(), encoded);
+                }
+                let u = &negatives[&negative];
+                (u.hidden_states.shallow_clone(), u.text_embeds.as_ref().map(Tensor::shallow_clone))
+            };
+            uncond_hidden.push(h);
+            uncond_pooled.extend(p);
         }
-        let rows = if guided { 2 * items.len() } else { items.len() };
+        let hidden = vec![cond.hidden_states];
+        let pooled: Vec<Tensor> = cond.text_embeds.into_iter().collect();
+        let rows = if guided { 2 * items.len() } else { items.len() } as i64;
+        let has_pooled = !pooled.is_empty();
         uncond_hidden.extend(hidden);
         uncond_pooled.extend(pooled);
         let context = Tensor::f_cat(&uncond_hidden, 0)?.f_to_kind(dtype)?;
-        let added = if uncond_pooled.len() == rows {
-            Some((Tensor::f_cat(&uncond_pooled, 0)?, time_ids.f_expand([rows as i64, -1], false)?.f_contiguous()?))
+        let added = if has_pooled {
+            Some((Tensor::f_cat(&uncond_pooled, 0)?, time_ids.f_expand([rows, -1], false)?.f_contiguous()?))
         } else {
             None
         };
@@ -474,7 +489,11 @@ impl Pipeline {
             }
         }
 
-        let image = self.decode_latents(&latents)?;
+        let image = if request.decode || request.attention.is_some() {
+            self.decode_latents(&latents)?
+        } else {
+            Tensor::f_zeros([batch as i64, 0], (Kind::Float, tch::Device::Cpu))?
+        };
         let mut attention = if request.attention.is_some() {
             let latent = (latents.size()[2], latents.size()[3]);
             let maps = assemble(attention_steps, latent)?;

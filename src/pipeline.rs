@@ -209,17 +209,30 @@ impl Pipeline {
 
     /// Text conditioning as diffusers' `encode_prompt` computes it (no guidance).
     pub fn encode_prompt(&self, prompt: &str) -> Result<TextConditioning> {
+        self.encode_prompts(&[prompt])
+    }
+
+    /// Several prompts through the text encoders in one batch.
+    /// # Shapes
+    /// `hidden_states: [B, 77, D]`; `text_embeds: [B, P]` (SDXL only)
+    pub fn encode_prompts(&self, prompts: &[&str]) -> Result<TextConditioning> {
         let _guard = tch::no_grad_guard();
-        let encodings = self.tokenize(prompt)?;
-        let ids = |e: &Encoding| Tensor::from_slice(&e.ids).f_unsqueeze(0);
+        if prompts.is_empty() {
+            return Err(Error::invalid("prompts", "give at least one prompt"));
+        }
+        let encodings = prompts.iter().map(|p| self.tokenize(p)).collect::<Result<Vec<_>>>()?;
+        let ids = |tokenizer: usize| -> Result<Tensor> {
+            let rows = encodings.iter().map(|e| Tensor::from_slice(&e[tokenizer].ids)).collect::<Vec<_>>();
+            Ok(Tensor::f_stack(&rows, 0)?)
+        };
         match self.family {
             Family::SingleEncoder => {
-                let out = self.text_encoders[0].forward(&ids(&encodings[0])?)?;
+                let out = self.text_encoders[0].forward(&ids(0)?)?;
                 Ok(TextConditioning { hidden_states: out.last_hidden_state, text_embeds: None })
             }
             Family::Xl => {
-                let first = self.text_encoders[0].forward(&ids(&encodings[0])?)?;
-                let second = self.text_encoders[1].forward(&ids(&encodings[1])?)?;
+                let first = self.text_encoders[0].forward(&ids(0)?)?;
+                let second = self.text_encoders[1].forward(&ids(1)?)?;
                 let hidden_states = Tensor::f_cat(&[first.penultimate, second.penultimate], -1)?;
                 let text_embeds = second.text_embeds.ok_or_else(|| {
                     Error::invalid("text_encoder_2", "has no text_projection (SDXL needs CLIPTextModelWithProjection)")

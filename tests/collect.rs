@@ -260,6 +260,13 @@ fn a_folder_made_with_other_settings_is_refused() {
     let source = WorkSource::prompts("inline", None, prompts());
     let request = CollectRequest::new(["mid_block"]).steps(2).guidance(1.0).size(64, 64).progress(false);
     Collector::new(&pipe, source.clone(), request.clone(), &dir, 2).unwrap();
+    // The manifest names every weight file by its content.
+    let manifest = Collection::open(&dir).unwrap().manifest;
+    let unet = manifest.model.files.iter().find(|f| f.path.starts_with("unet/")).unwrap();
+    let bytes = std::fs::read(pipeline_dir("sd1").join(&unet.path)).unwrap();
+    use sha2::Digest;
+    assert_eq!(unet.sha256, format!("{:x}", sha2::Sha256::digest(&bytes)));
+    assert_eq!(unet.bytes, bytes.len() as u64);
     let err = |r: CollectRequest, shards: usize, s: WorkSource| {
         Collector::new(&pipe, s, r, &dir, shards).err().unwrap().to_string()
     };
