@@ -63,6 +63,10 @@ pub struct GenerateRequest {
     pub progress: bool,
     /// Decode the final latents into `image` (off: `image` is empty, as diffusers' `output_type="latent"`).
     pub decode: bool,
+    /// Only the captures are wanted: no decode, and the last step's U-Net pass stops right after the last
+    /// captured position (the rest of that pass only feeds the final latents). `latents` and `image` are then
+    /// empty and `step_latents` lacks the last step. Captures are unchanged.
+    pub captures_only: bool,
 }
 
 impl GenerateRequest {
@@ -82,6 +86,7 @@ impl GenerateRequest {
             decode_every_step: false,
             progress: true,
             decode: true,
+            captures_only: false,
         }
     }
 
@@ -144,6 +149,12 @@ impl GenerateRequest {
 
     pub fn progress(mut self, yes: bool) -> Self {
         self.progress = yes;
+        self
+    }
+
+    /// Keep only the captures (see [`GenerateRequest::captures_only`]).
+    pub fn captures_only(mut self, yes: bool) -> Self {
+        self.captures_only = yes;
         self
     }
 
@@ -390,6 +401,9 @@ impl Pipeline {
         if items.len() > 1 && !interventions.is_empty() {
             return Err(Error::invalid("batch", "interventions run on one image at a time (batch 1)"));
         }
+        if request.captures_only && (request.attention.is_some() || request.capture.is_empty()) {
+            return Err(Error::invalid("captures_only", "needs positions to capture and no cross-attention maps"));
+        }
         let positions = self.resolve_positions(&request.capture)?;
         interventions.resolve(self)?;
         let attention_layers = match &request.attention {
@@ -440,7 +454,8 @@ impl Pipeline {
             let start = Instant::now();
             let input = if guided { Tensor::f_cat(&[&latents, &latents], 0)? } else { latents.shallow_clone() };
             let input = sampler.scale_model_input(&input, i)?;
-            let mut taps = Taps::capture(positions.iter().cloned(), false);
+            let last_pass_cut = request.captures_only && i + 1 == timesteps.len();
+            let mut taps = Taps::capture(positions.iter().cloned(), last_pass_cut);
             interventions.install(&mut taps, i, t, guided);
             if let (Some(layers), Some(capture)) = (&attention_layers, &request.attention) {
                 taps.record_attention(layers.clone(), capture.per_head);
@@ -448,7 +463,6 @@ impl Pipeline {
             let added_cond = added.as_ref().map(|(text_embeds, time_ids)| AddedConditioning { text_embeds, time_ids });
             let out =
                 self.unet.forward(&input.f_to_kind(self.options.dtype)?, t, &cond.context, added_cond, &mut taps)?;
-            let out = out.ok_or_else(|| Error::invalid("U-Net pass", "stopped before its output"))?;
             let cond_offset = if guided { batch as i64 } else { 0 };
             for (layer, probs) in taps.take_attention() {
                 attention_steps
@@ -470,6 +484,11 @@ impl Pipeline {
                     }
                 }
             }
+            if last_pass_cut {
+                latents = Tensor::f_zeros([batch as i64, 0], (Kind::Float, tch::Device::Cpu))?;
+                break;
+            }
+            let out = out.ok_or_else(|| Error::invalid("U-Net pass", "stopped before its output"))?;
             let noise_pred = if guided {
                 let parts = out.f_chunk(2, 0)?;
                 let (uncond, text) = (&parts[0], &parts[1]);
@@ -489,7 +508,7 @@ impl Pipeline {
             }
         }
 
-        let image = if request.decode || request.attention.is_some() {
+        let image = if (request.decode || request.attention.is_some()) && !request.captures_only {
             self.decode_latents(&latents)?
         } else {
             Tensor::f_zeros([batch as i64, 0], (Kind::Float, tch::Device::Cpu))?

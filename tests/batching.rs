@@ -102,3 +102,22 @@ fn batched_seeded_latents_draw_exactly_the_single_draws() {
         assert!(err <= TOLERANCE, "latents of image {i}: {err:.2e}");
     }
 }
+
+#[test]
+fn captures_only_keeps_the_captures_and_skips_the_rest() {
+    let pipe = load("sdxl");
+    let positions = ["down_blocks[1].attentions[0]@update", "mid_block.attentions[0]@update"];
+    let request = GenerateRequest::new("a cube").steps(2).guidance(4.0).capture(positions).progress(false);
+    let items = [BatchItem::new("a cube", 3), BatchItem::new("a ball", 4)];
+    let full = pipe.generate_batch(&request, &items).unwrap();
+    let cut = pipe.generate_batch(&request.clone().captures_only(true), &items).unwrap();
+    for (a, b) in full.iter().zip(&cut) {
+        for p in positions {
+            let (x, y) = (a.representations.as_ref().unwrap(), b.representations.as_ref().unwrap());
+            assert!(x.image(p, 0).unwrap().equal(y.image(p, 0).unwrap()), "{p}");
+        }
+        assert_eq!(b.latents.numel(), 0);
+        assert!(b.rgb8().is_err(), "no image was decoded");
+    }
+    assert!(pipe.generate(&GenerateRequest::new("x").captures_only(true)).is_err(), "nothing to capture");
+}

@@ -422,7 +422,7 @@ fn compare(ours: &Path, theirs: &Path, items: usize) -> Result<(String, f64)> {
         }
         let diff = a.f_sub(&b)?.f_norm()?.f_double_value(&[])?;
         let rel = diff / b.f_norm()?.f_double_value(&[])?.max(f64::MIN_POSITIVE);
-        if rel.is_nan() || rel > worst.1 {
+        if rel.is_nan() || rel >= worst.1 {
             worst = (position.to_string(), rel);
         }
     }

@@ -517,6 +517,7 @@ impl<'p> Collector<'p> {
             .size(r.width, r.height)
             .capture(self.positions.clone())
             .decode(self.request.keep_images)
+            .captures_only(!self.request.keep_images)
             .progress(false);
         request.scheduler = self.request.scheduler;
         let generations = self.pipe.generate_batch(&request, &items)?;
