@@ -1,5 +1,6 @@
 //! The subcommands behind `sdscope`, as thin wrappers over the library.
 
+use crate::cli_checks as checks;
 use sdscope::extract::ExtractRequest;
 use sdscope::generate::{CaptureHalves, GenerateRequest};
 use sdscope::hub::resolve;
@@ -130,8 +131,11 @@ pub fn tokens(model: &str, prompt: &str, json: bool) -> Result<()> {
 
 /// `sdscope extract`: one image, one timestep; one float32 tensor per position, keyed as given.
 pub fn extract(args: &ExtractArgs) -> Result<()> {
+    checks::inputs_exist(&[&args.image])?;
+    checks::outputs_valid(&[("--out", Some(&args.out))])?;
     let pipe = Pipeline::load(&args.model)?;
     let canonical = pipe.resolve_positions(&args.positions)?;
+    checks::create_parents(&[Some(&args.out)])?;
     let request = ExtractRequest::new(canonical.clone())
         .timestep(args.timestep)
         .seed(args.seed)
@@ -247,8 +251,11 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         return Err(Error::invalid("--reprs-out", "needs --extract P1,P2 (the positions to capture)"));
     }
     let scheduler = args.scheduler.as_deref().map(SamplerKind::parse).transpose()?;
+    let outputs = [Some(args.out.as_path()), args.latents_out.as_deref(), args.reprs_out.as_deref()];
+    checks::outputs_valid(&[("--out", outputs[0]), ("--latents-out", outputs[1]), ("--reprs-out", outputs[2])])?;
     let pipe = Pipeline::load(&args.model)?;
     let canonical = pipe.resolve_positions(&args.extract)?;
+    checks::create_parents(&outputs)?;
     let mut request = GenerateRequest::new(&args.prompt).seed(args.seed).capture(canonical.clone());
     request.negative_prompt = args.negative_prompt.clone();
     request.steps = args.steps;
@@ -339,19 +346,35 @@ pub fn xattn(args: &XattnArgs) -> Result<()> {
         colormap: Colormap::parse(&args.colormap)?,
         ..RenderOptions::mode(RenderMode::parse(&args.mode)?)
     };
+    checks::inputs_exist(&[&args.image])?;
+    checks::outputs_valid(&[("--out", Some(&args.out)), ("--png", args.png.as_deref())])?;
+    // Token indices against the tokenizer's length, before the model is loaded.
+    let max_len = load_tokenizers(&resolve(&args.model)?.root)?.first().map(|t| t.max_len()).unwrap_or(77);
+    if let Some(bad) = args.tokens.iter().find(|&&t| t >= max_len) {
+        return Err(Error::invalid(
+            format!("--tokens {bad}"),
+            format!("token indices are 0..{max_len} (0 is BOS, 1 the first prompt token; `sdscope tokens` lists them)"),
+        ));
+    }
     let pipe = Pipeline::load(&args.model)?;
     let request = AttentionRequest::new(&args.prompt).timestep(args.timestep).seed(args.seed);
     let maps = pipe.cross_attention(&args.image, &request)?;
     eprint!("{}", maps.tokens.to_text());
+    // The selection (a word may not be in the prompt) is checked before anything is written.
+    let rendered = match &selection {
+        Some(query) if args.png.is_some() => {
+            let map = maps.map(query)?;
+            Some((sdscope::xattn::render(&map, maps.image.as_ref(), &options)?, maps.tokens.label(&query.tokens)))
+        }
+        _ => None,
+    };
     let tensors = maps.layers().iter().map(|l| Ok((l.clone(), maps.head_mean(l, 0)?))).collect::<Result<Vec<_>>>()?;
+    checks::create_parents(&[Some(&args.out), args.png.as_deref()])?;
     sdscope::tensor_io::save(&args.out, &tensors, None)?;
     eprintln!("[sdscope] wrote {} cross-attention layers to {}", tensors.len(), args.out.display());
-    if let (Some(png), Some(query)) = (&args.png, &selection) {
-        let map = maps.map(query)?;
-        sdscope::xattn::render(&map, maps.image.as_ref(), &options)?
-            .save(png)
-            .map_err(|e| Error::invalid(format!("writing {}", png.display()), e.to_string()))?;
-        eprintln!("[sdscope] wrote the map of {} to {}", maps.tokens.label(&query.tokens), png.display());
+    if let (Some(png), Some((picture, label))) = (&args.png, rendered) {
+        picture.save(png).map_err(|e| Error::invalid(format!("writing {}", png.display()), e.to_string()))?;
+        eprintln!("[sdscope] wrote the map of {label} to {}", png.display());
     }
     Ok(())
 }
@@ -402,8 +425,22 @@ pub fn similarity(args: &SimilarityArgs) -> Result<()> {
     if args.png.is_none() && args.out.is_none() {
         return Err(Error::invalid("similarity", "give --out FILE.safetensors and/or --png OUT.png"));
     }
+    checks::inputs_exist(&args.images)?;
+    checks::outputs_valid(&[("--out", args.out.as_deref()), ("--png", args.png.as_deref())])?;
+    if query.image >= args.images.len() {
+        return Err(Error::invalid(
+            format!("--query {}", args.query),
+            format!(
+                "image index {} is out of range: {} images given (0..{})",
+                query.image,
+                args.images.len(),
+                args.images.len()
+            ),
+        ));
+    }
     let pipe = Pipeline::load(&args.model)?;
     let position = pipe.resolve_positions(&[args.position.as_str()])?.remove(0);
+    checks::create_parents(&[args.out.as_deref(), args.png.as_deref()])?;
     let request = ExtractRequest::new([position.clone()]).timestep(args.timestep).seed(args.seed);
     let mut grids = Vec::new();
     let mut pictures = Vec::new();
@@ -464,6 +501,8 @@ pub struct ExplorerArgs {
 
 /// `sdscope explorer`: the hover explorer as a standalone HTML page.
 pub fn explorer(args: &ExplorerArgs) -> Result<()> {
+    checks::inputs_exist(&args.images)?;
+    checks::outputs_valid(&[("--html", Some(&args.html))])?;
     let pipe = Pipeline::load(&args.model)?;
     let positions = if args.positions.is_empty() {
         vec![if pipe.family == sdscope::pipeline::Family::Xl { "up_blocks[0]" } else { "up_blocks[1]" }.to_string()]
@@ -471,6 +510,8 @@ pub fn explorer(args: &ExplorerArgs) -> Result<()> {
         args.positions.clone()
     };
     let request = ExtractRequest::new(positions).timesteps(&args.timesteps).seed(args.seed);
+    pipe.resolve_positions(&request.positions)?;
+    checks::create_parents(&[Some(&args.html)])?;
     let reprs = pipe.extract(&request, &args.images)?;
     let pictures = args
         .images

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod cli;
+mod cli_checks;
 mod cli_collect;
 
 #[derive(Parser)]

@@ -179,3 +179,63 @@ fn generate_writes_png_latents_and_per_step_captures() {
         assert_close(p, &captures[p], &r[&format!("cap/{p}")], 1e-4);
     }
 }
+
+/// Every argument is checked before any work or any write; missing output folders are created and said so.
+#[test]
+fn arguments_are_checked_before_any_write() {
+    let dir = std::env::temp_dir().join(format!("sdscope-cli-checks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let model = pipeline_dir("sd1");
+    let image = fixtures().join("images/square.png");
+    let xattn = |extra: &[&str], out: &std::path::Path| {
+        sdscope()
+            .args(["xattn", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap()])
+            .args(["--prompt", "a red hat", "--timestep", "300", "--seed", "1", "--out"])
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = dir.join("layers.safetensors");
+    let png = dir.join("map.png");
+    for (extra, needle) in [
+        (vec!["--tokens", "99", "--png", png.to_str().unwrap()], "--tokens 99"),
+        (vec!["--word", "umbrella", "--png", png.to_str().unwrap()], "umbrella"),
+    ] {
+        let o = xattn(&extra, &out);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(needle), "{extra:?}: {err}");
+        assert!(!out.exists() && !png.exists(), "{extra:?} wrote a file before failing");
+    }
+    // A missing output folder is created, and said.
+    let o = xattn(&["--word", "hat", "--png", png.to_str().unwrap()], &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("created folder"));
+    assert!(out.is_file() && png.is_file());
+    // An output that is a folder, a missing input, an out-of-range query: errors before the model is loaded.
+    let o = sdscope()
+        .args(["extract", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap()])
+        .args(["--positions", "mid_block", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("is a folder"));
+    let o = sdscope()
+        .args(["similarity", "--model", model.to_str().unwrap(), "--images"])
+        .arg(format!("{},{}", image.display(), image.display()))
+        .args(["--position", "mid_block", "--query", "5:0,0", "--out"])
+        .arg(dir.join("maps.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("out of range") && !err.contains("loaded"), "{err}");
+    let o = sdscope()
+        .args(["extract", "--model", model.to_str().unwrap(), "--image", "/nonexistent.png"])
+        .args(["--positions", "mid_block", "--out"])
+        .arg(dir.join("x.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("file not found") && !err.contains("loaded"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
