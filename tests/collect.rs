@@ -183,7 +183,7 @@ fn shards_hold_the_same_bytes_whatever_the_sharding() {
     run_collection(&pipe, source.clone(), request.clone(), &one, 1, &[]);
     let reference = merged_bytes(&one, &positions);
     assert!(reference[0].1.starts_with("[7, 2, 3, 64]"), "{}", reference[0].1);
-    for (shards, order) in [(3, vec![2, 0, 1]), (4, vec![]), (7, vec![6, 5, 4, 3, 2, 1, 0])] {
+    for (shards, order) in [(3, vec![2, 0, 1]), (4, vec![]), (7, vec![6, 5, 4, 3, 2, 1, 0]), (9, vec![])] {
         let dir = scratch(&format!("shards{shards}"));
         run_collection(&pipe, source.clone(), request.clone(), &dir, shards, &order);
         let got = merged_bytes(&dir, &positions);

@@ -454,7 +454,7 @@ impl<'p> Collector<'p> {
         let mut rows = Vec::new();
         let batch = self.request.batch as u64;
         let mut block = range.start / batch * batch;
-        while block < range.end {
+        while block < range.end && !range.is_empty() {
             let (slots, real) = batch_slots(block, batch, &range);
             let captured = match &self.source {
                 WorkSource::Prompts { prompts, .. } => {
@@ -632,10 +632,14 @@ impl<'p> Collector<'p> {
         let kept = self.resolved.kept.len();
         let native = data.native.clone().unwrap_or_default();
         let mut layout = vec!["item"];
-        if kept > 1 {
+        if kept > 1 && !data.items.is_empty() {
             layout.push("step");
         }
         layout.extend(reduced_layout(&native, self.request.reduce));
+        if data.items.is_empty() {
+            // A shard without items (more shards than items): `x` is `[0]`, its only axis the item axis.
+            layout.truncate(1);
+        }
         let x = if data.items.is_empty() {
             Tensor::f_zeros([0], (Kind::Float, tch::Device::Cpu))?
         } else {

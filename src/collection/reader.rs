@@ -147,7 +147,11 @@ impl Collection {
     /// `x` `[all items, ..]`, `pos` likewise; `step` and `timestep` as in each shard.
     pub fn merged(&self, position: &str) -> Result<ShardTensors> {
         let parts = (0..self.shard_count()).map(|i| self.read(i, position)).collect::<Result<Vec<_>>>()?;
-        let first = parts.first().ok_or_else(|| Error::invalid("collection", "has no shards"))?;
+        let first = parts
+            .iter()
+            .find(|p| p.x.numel() > 0)
+            .or(parts.first())
+            .ok_or_else(|| Error::invalid("collection", "has no shards"))?;
         let layout = first.layout.clone();
         let (step, timestep) =
             (first.step.as_ref().map(|t| t.shallow_clone()), first.timestep.as_ref().map(|t| t.shallow_clone()));
