@@ -52,7 +52,12 @@ fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut size = [0u8; 8];
     file.read_exact(&mut size).map_err(|e| bad(e.to_string()))?;
-    let mut header = vec![0u8; u64::from_le_bytes(size) as usize];
+    let header_len = u64::from_le_bytes(size);
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if header_len > file_len.saturating_sub(8) {
+        return Err(bad(format!("header length {header_len} does not fit in a {file_len}-byte file")));
+    }
+    let mut header = vec![0u8; header_len as usize];
     file.read_exact(&mut header).map_err(|e| bad(e.to_string()))?;
     let table: serde_json::Value = serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
     Ok(match table.get("__metadata__") {

@@ -126,7 +126,8 @@ impl Weights {
         if let Some(exp) = expected {
             if shape != exp {
                 // Legacy 1×1-conv attention projections stored where a linear weight is expected (and back).
-                let same_numel = shape.iter().product::<i64>() == exp.iter().product::<i64>();
+                let numel = |s: &[i64]| s.iter().try_fold(1i64, |n, &d| n.checked_mul(d));
+                let same_numel = numel(&shape).is_some() && numel(&shape) == numel(exp);
                 let squeezable = same_numel && shape.iter().filter(|&&d| d != 1).eq(exp.iter().filter(|&&d| d != 1));
                 if !squeezable {
                     return Err(Error::ShapeMismatch {
@@ -189,13 +190,20 @@ fn read_header(path: &Path, file: &File, index: usize) -> Result<Vec<(String, En
             .map_err(|e| bad(format!("tensor `{name}` has a bad shape: {e}")))?;
         let offsets: [u64; 2] = serde_json::from_value(info["data_offsets"].clone())
             .map_err(|e| bad(format!("tensor `{name}` has bad data_offsets: {e}")))?;
-        let (begin, end) = (data_start + offsets[0], data_start + offsets[1]);
-        let expected_bytes = shape.iter().product::<i64>() as u64 * kind.elt_size_in_bytes() as u64;
-        if offsets[1] < offsets[0] || end - begin != expected_bytes {
-            return Err(bad(format!(
-                "tensor `{name}` has {} bytes for shape {shape:?} {dtype}",
-                offsets[1].wrapping_sub(offsets[0])
-            )));
+        if let Some(d) = shape.iter().find(|&&d| d < 0) {
+            return Err(bad(format!("tensor `{name}` has a negative dimension {d} in its shape {shape:?}")));
+        }
+        // Checked: a header may claim sizes whose product or offsets overflow.
+        let expected_bytes = shape
+            .iter()
+            .try_fold(kind.elt_size_in_bytes() as u64, |n, &d| n.checked_mul(d as u64))
+            .ok_or_else(|| bad(format!("tensor `{name}` has an absurd shape {shape:?}")))?;
+        let (begin, end) = match (data_start.checked_add(offsets[0]), data_start.checked_add(offsets[1])) {
+            (Some(begin), Some(end)) if begin <= end => (begin, end),
+            _ => return Err(bad(format!("tensor `{name}` has bad data_offsets {offsets:?}"))),
+        };
+        if end - begin != expected_bytes {
+            return Err(bad(format!("tensor `{name}` has {} bytes for shape {shape:?} {dtype}", end - begin)));
         }
         if end > len {
             return Err(bad(format!(

@@ -25,6 +25,24 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| Error::BadConfig { path: path.to_path_buf(), why: e.to_string() })
 }
 
+/// The largest width or count a config may give: far above any real model, small enough that products of a few
+/// of them (weight shapes, channel sums) cannot overflow.
+pub const MAX_CONFIG_DIM: i64 = 1 << 20;
+
+/// Check that every named value lies in `min..=MAX_CONFIG_DIM` (a config that asks for zero, negative or absurd
+/// sizes is refused before anything is built from it).
+pub(crate) fn check_dims<'a>(path: &Path, min: i64, dims: impl IntoIterator<Item = (&'a str, i64)>) -> Result<()> {
+    for (what, value) in dims {
+        if !(min..=MAX_CONFIG_DIM).contains(&value) {
+            return Err(Error::BadConfig {
+                path: path.to_path_buf(),
+                why: format!("`{what}` = {value} is outside {min}..={MAX_CONFIG_DIM}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A value that configs write either once for all blocks or as one entry per block.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(untagged)]

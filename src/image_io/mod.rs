@@ -46,7 +46,10 @@ pub fn load_square(path: &Path, side: u32) -> Result<PreparedImage> {
     let rgb = open_rgb(path)?;
     let (w, h) = rgb.dimensions();
     let scale = side as f64 / w.min(h) as f64;
-    let (sw, sh) = (((w as f64 * scale).round() as u32).max(side), ((h as f64 * scale).round() as u32).max(side));
+    let scaled_side = |n: u32| (n as f64 * scale).round().min(u32::MAX as f64) as u32;
+    let (sw, sh) = (scaled_side(w).max(side), scaled_side(h).max(side));
+    // A very elongated image scaled up to `side` on its short side would be huge on its long one.
+    check_pixels(path, &format!("scaled to a {side}-pixel square, the image"), sw, sh)?;
     let scaled = if (sw, sh) == (w, h) { rgb } else { resize_lanczos(&rgb, sw, sh) };
     let cropped = image::imageops::crop_imm(&scaled, (sw - side) / 2, (sh - side) / 2, side, side).to_image();
     let mut prepared = prepare_rgb(cropped, 8)?;
@@ -54,18 +57,66 @@ pub fn load_square(path: &Path, side: u32) -> Result<PreparedImage> {
     Ok(prepared)
 }
 
+/// Images larger than this many pixels are refused (decompression bombs: a few bytes of PNG or WebP can claim
+/// gigapixels); `SDSCOPE_MAX_PIXELS` changes it.
+pub const DEFAULT_MAX_PIXELS: u64 = 64 * 1024 * 1024;
+
+/// The pixel cap: `SDSCOPE_MAX_PIXELS` when set to a positive integer, else [`DEFAULT_MAX_PIXELS`].
+pub fn max_pixels() -> u64 {
+    std::env::var("SDSCOPE_MAX_PIXELS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(DEFAULT_MAX_PIXELS)
+}
+
+fn check_pixels(path: &Path, what: &str, w: u32, h: u32) -> Result<()> {
+    if w == 0 || h == 0 {
+        return Err(Error::BadImage { path: path.to_path_buf(), why: format!("{what} is {w}×{h}: it has no pixels") });
+    }
+    let (pixels, cap) = (u64::from(w) * u64::from(h), max_pixels());
+    if pixels > cap {
+        return Err(Error::BadImage {
+            path: path.to_path_buf(),
+            why: format!(
+                "{what} is {w}×{h} = {pixels} pixels, more than the cap of {cap} (a decompression bomb?); set \
+                 SDSCOPE_MAX_PIXELS to allow more"
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn open_rgb(path: &Path) -> Result<image::RgbImage> {
-    let img = image::open(path).map_err(|e| match e {
+    use image::ImageDecoder;
+    let bad = |e: image::ImageError| match e {
         image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::NotFound => {
             Error::MissingFile { path: path.to_path_buf(), hint: None }
         }
         other => Error::BadImage { path: path.to_path_buf(), why: other.to_string() },
-    })?;
+    };
+    let reader = image::ImageReader::open(path).map_err(|e| bad(e.into()))?;
+    // The decoder reads the dimensions from the header: the pixel cap is checked before anything is decoded,
+    // and the decoded buffer (up to 16 bytes a pixel) must fit the image crate's allocation limit as well.
+    let decoder = reader.into_decoder().map_err(bad)?;
+    let (w, h) = decoder.dimensions();
+    check_pixels(path, "the image", w, h)?;
+    let limit = image::Limits::default().max_alloc.unwrap_or(u64::MAX).max(max_pixels().saturating_mul(16));
+    if decoder.total_bytes() > limit {
+        return Err(Error::BadImage {
+            path: path.to_path_buf(),
+            why: format!("decoding needs {} bytes, more than the limit of {limit}", decoder.total_bytes()),
+        });
+    }
+    let img = image::DynamicImage::from_decoder(decoder).map_err(bad)?;
     Ok(img.to_rgb8())
 }
 
 /// The same for an image already in memory.
 pub fn prepare_rgb(rgb: image::RgbImage, multiple: u32) -> Result<PreparedImage> {
+    if multiple == 0 {
+        return Err(Error::invalid("image size multiple", "must be positive (8 for Stable Diffusion's VAE)"));
+    }
     let (w, h) = rgb.dimensions();
     let (tw, th) = (w - w % multiple, h - h % multiple);
     if tw == 0 || th == 0 {

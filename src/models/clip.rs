@@ -1,6 +1,6 @@
 //! transformers' `CLIPTextModel` / `CLIPTextModelWithProjection`: the text encoders of SD1, SD2 and SDXL.
 
-use crate::config::ClipConfig;
+use crate::config::{check_dims, ClipConfig};
 use crate::error::{Error, Result};
 use crate::nn::{LayerNorm, Linear};
 use crate::weights::{VarBuilder, Weights};
@@ -60,6 +60,20 @@ impl ClipTextModel {
                 })
             }
         };
+        check_dims(
+            config_path,
+            1,
+            [
+                ("vocab_size", config.vocab_size),
+                ("hidden_size", config.hidden_size),
+                ("intermediate_size", config.intermediate_size),
+                ("num_hidden_layers", config.num_hidden_layers),
+                ("num_attention_heads", config.num_attention_heads),
+                ("max_position_embeddings", config.max_position_embeddings),
+            ]
+            .into_iter()
+            .chain(config.projection_dim.map(|p| ("projection_dim", p))),
+        )?;
         let d = config.hidden_size;
         if d % config.num_attention_heads != 0 {
             return Err(Error::BadConfig {

@@ -1,6 +1,6 @@
 //! The encoder half of diffusers' `AutoencoderKL`: image → diagonal Gaussian over latents.
 
-use crate::config::VaeConfig;
+use crate::config::{check_dims, VaeConfig};
 use crate::error::{Error, Result};
 use crate::nn::attention::AttentionSpec;
 use crate::nn::resnet::ResnetSpec;
@@ -92,12 +92,29 @@ pub struct VaeEncoder {
     quant_conv: Option<Conv2d>,
 }
 
+/// Refuse zero, negative or absurd sizes before building anything from them.
+pub(crate) fn check_vae_dims(config: &VaeConfig, path: &Path) -> Result<()> {
+    check_dims(
+        path,
+        1,
+        [
+            ("in_channels", config.in_channels),
+            ("latent_channels", config.latent_channels),
+            ("layers_per_block", config.layers_per_block),
+            ("norm_num_groups", config.norm_num_groups),
+        ]
+        .into_iter()
+        .chain(config.block_out_channels.iter().map(|&c| ("block_out_channels", c))),
+    )
+}
+
 impl VaeEncoder {
     pub fn load(config: VaeConfig, config_path: &Path, weights: &Weights) -> Result<Self> {
         let channels = &config.block_out_channels;
         if channels.is_empty() {
             return Err(Error::BadConfig { path: config_path.into(), why: "block_out_channels is empty".into() });
         }
+        check_vae_dims(&config, config_path)?;
         let registry = RefCell::new(Registry::default());
         let enc = Node::root(weights.root(), &registry).child("encoder");
         let groups = config.norm_num_groups;

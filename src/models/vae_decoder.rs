@@ -33,6 +33,7 @@ impl VaeDecoder {
         let Some(&top) = channels.last() else {
             return Err(Error::BadConfig { path: config_path.into(), why: "block_out_channels is empty".into() });
         };
+        super::vae::check_vae_dims(&config, config_path)?;
         let registry = RefCell::new(Registry::default());
         let dec = Node::root(weights.root(), &registry).child("decoder");
         let groups = config.norm_num_groups;

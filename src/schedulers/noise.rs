@@ -5,6 +5,9 @@ use crate::error::{Error, Result};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
+/// The largest `num_train_timesteps` a scheduler config may give.
+pub const MAX_TRAIN_TIMESTEPS: i64 = 1_000_000;
+
 /// ᾱ_t for every training timestep, in float32 like diffusers.
 #[derive(Debug)]
 pub struct NoiseSchedule {
@@ -15,8 +18,13 @@ pub struct NoiseSchedule {
 impl NoiseSchedule {
     pub fn from_config(config: &SchedulerConfig, path: &Path) -> Result<Self> {
         let n = config.num_train_timesteps;
-        if n <= 0 {
-            return Err(Error::BadConfig { path: path.into(), why: "num_train_timesteps must be positive".into() });
+        // diffusers' models use 1000; a schedule is a few floats per timestep, so a bound keeps a config from
+        // asking for gigabytes.
+        if !(1..=MAX_TRAIN_TIMESTEPS).contains(&n) {
+            return Err(Error::BadConfig {
+                path: path.into(),
+                why: format!("num_train_timesteps = {n}; it must be in 1..={MAX_TRAIN_TIMESTEPS}"),
+            });
         }
         let opts = (Kind::Float, Device::Cpu);
         let betas = if let Some(betas) = &config.trained_betas {

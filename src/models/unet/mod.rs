@@ -4,7 +4,7 @@
 mod blocks;
 mod transformer;
 
-use crate::config::UNetConfig;
+use crate::config::{check_dims, UNetConfig};
 use crate::error::{Error, Result};
 use crate::nn::embeddings::{timestep_features, TimestepEmbedding};
 use crate::nn::{Conv2d, GroupNorm};
@@ -53,6 +53,9 @@ impl UNet {
         let cfg = &config;
         let p = config_path;
         let n_blocks = cfg.block_out_channels.len();
+        if n_blocks == 0 {
+            return Err(Error::BadConfig { path: p.to_path_buf(), why: "block_out_channels is empty".into() });
+        }
         if cfg.down_block_types.len() != n_blocks || cfg.up_block_types.len() != n_blocks {
             return Err(unsupported(
                 p,
@@ -97,6 +100,31 @@ impl UNet {
             .or_else(|| cfg.attention_head_dim.clone())
             .ok_or_else(|| unsupported(p, "neither num_attention_heads nor attention_head_dim is set"))?;
         let heads = heads_cfg.expand(n_blocks, "num_attention_heads", p)?;
+        let reverse_depths = cfg.reverse_transformer_layers_per_block.as_deref().unwrap_or_default();
+        if cfg.reverse_transformer_layers_per_block.is_some() && reverse_depths.len() != n_blocks {
+            return Err(Error::BadConfig {
+                path: p.to_path_buf(),
+                why: format!(
+                    "`reverse_transformer_layers_per_block` has {} entries but there are {n_blocks} blocks",
+                    reverse_depths.len()
+                ),
+            });
+        }
+        let each = |what: &'static str, values: &[i64]| values.iter().map(move |&v| (what, v)).collect::<Vec<_>>();
+        check_dims(
+            p,
+            1,
+            [("in_channels", cfg.in_channels), ("out_channels", cfg.out_channels), ("norm_num_groups", groups)]
+                .into_iter()
+                .chain(each("block_out_channels", &cfg.block_out_channels))
+                .chain(each("layers_per_block", &layers))
+                .chain(each("cross_attention_dim", &cross_dims))
+                .chain(each("transformer_layers_per_block", &depths))
+                .chain(each("reverse_transformer_layers_per_block", reverse_depths))
+                .chain(each("num_attention_heads", &heads))
+                .chain(cfg.addition_time_embed_dim.map(|d| ("addition_time_embed_dim", d)))
+                .chain(cfg.projection_class_embeddings_input_dim.map(|d| ("projection_class_embeddings_input_dim", d))),
+        )?;
 
         let registry = RefCell::new(Registry::default());
         let root = Node::root(weights.root(), &registry);
