@@ -8,6 +8,7 @@ use crate::interventions::Interventions;
 use crate::models::AddedConditioning;
 use crate::models::LatentDistribution;
 use crate::pipeline::{Family, Pipeline, TextConditioning};
+use crate::posterior_cache::PixelsKey;
 use crate::representations::{ImageInfo, Representations};
 use crate::taps::Taps;
 use std::collections::BTreeMap;
@@ -106,7 +107,8 @@ impl Pipeline {
             return Err(Error::invalid("seeds", format!("{} seeds for {} images", seeds.len(), pixels.len())));
         }
         let _guard = tch::no_grad_guard();
-        let mut dists = pixels.iter().map(|p| self.posterior_cache.get(p)).collect::<Result<Vec<_>>>()?;
+        let keys = pixels.iter().map(|p| PixelsKey::of(p)).collect::<Result<Vec<_>>>()?;
+        let mut dists: Vec<Option<LatentDistribution>> = keys.iter().map(|k| self.posterior_cache.get(k)).collect();
         let missing: Vec<usize> = (0..pixels.len()).filter(|&i| dists[i].is_none()).collect();
         if !missing.is_empty() {
             let encode =
@@ -123,7 +125,7 @@ impl Pipeline {
                     .collect::<Result<Vec<_>>>()?
             };
             for (&i, dist) in missing.iter().zip(encoded) {
-                self.posterior_cache.insert(pixels[i], &dist)?;
+                self.posterior_cache.insert(keys[i].clone(), &dist);
                 dists[i] = Some(dist);
             }
         }

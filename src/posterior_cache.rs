@@ -12,59 +12,45 @@ use tch::{Kind, Tensor};
 
 const CAPACITY: usize = 16;
 
-#[derive(Default)]
-pub struct PosteriorCache {
-    entries: Mutex<VecDeque<(u64, Vec<i64>, LatentDistribution)>>,
+/// Which pixels a posterior belongs to: a hash of their values and their shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PixelsKey {
+    hash: u64,
+    size: Vec<i64>,
 }
 
-fn fingerprint(pixels: &Tensor) -> Result<u64> {
-    let flat = pixels.f_to_kind(Kind::Float)?.f_to_device(tch::Device::Cpu)?.f_contiguous()?.f_flatten(0, -1)?;
-    let values = Vec::<f32>::try_from(&flat)?;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for v in values {
-        v.to_bits().hash(&mut hasher);
+impl PixelsKey {
+    /// The key of these pixels (one pass over their values).
+    pub fn of(pixels: &Tensor) -> Result<Self> {
+        let flat = pixels.f_to_kind(Kind::Float)?.f_to_device(tch::Device::Cpu)?.f_contiguous()?.f_flatten(0, -1)?;
+        let values = Vec::<f32>::try_from(&flat)?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for v in values {
+            v.to_bits().hash(&mut hasher);
+        }
+        Ok(Self { hash: hasher.finish(), size: pixels.size() })
     }
-    Ok(hasher.finish())
+}
+
+#[derive(Default)]
+pub struct PosteriorCache {
+    entries: Mutex<VecDeque<(PixelsKey, LatentDistribution)>>,
 }
 
 impl PosteriorCache {
-    /// The cached posterior of these pixels, or `encode()`'s result (then cached).
-    pub fn get_or_encode(
-        &self,
-        pixels: &Tensor,
-        encode: impl FnOnce() -> Result<LatentDistribution>,
-    ) -> Result<LatentDistribution> {
-        let key = (fingerprint(pixels)?, pixels.size());
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, _, dist)) = entries.iter().find(|(h, s, _)| *h == key.0 && *s == key.1) {
-            return Ok(dist.shallow_clone());
-        }
-        drop(entries);
-        let dist = encode()?;
-        entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() == CAPACITY {
-            entries.pop_front();
-        }
-        entries.push_back((key.0, key.1, dist.shallow_clone()));
-        Ok(dist)
-    }
-
-    /// The cached posterior of these pixels, if any.
-    pub fn get(&self, pixels: &Tensor) -> Result<Option<LatentDistribution>> {
-        let key = (fingerprint(pixels)?, pixels.size());
+    /// The cached posterior of the pixels with this key, if any.
+    pub fn get(&self, key: &PixelsKey) -> Option<LatentDistribution> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(entries.iter().find(|(h, s, _)| *h == key.0 && *s == key.1).map(|(_, _, d)| d.shallow_clone()))
+        entries.iter().find(|(k, _)| k == key).map(|(_, d)| d.shallow_clone())
     }
 
-    /// Remember the posterior of these pixels.
-    pub fn insert(&self, pixels: &Tensor, dist: &LatentDistribution) -> Result<()> {
-        let key = (fingerprint(pixels)?, pixels.size());
+    /// Remember a posterior (the oldest one is forgotten beyond the capacity).
+    pub fn insert(&self, key: PixelsKey, dist: &LatentDistribution) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() == CAPACITY {
             entries.pop_front();
         }
-        entries.push_back((key.0, key.1, dist.shallow_clone()));
-        Ok(())
+        entries.push_back((key, dist.shallow_clone()));
     }
 
     /// Forget every cached posterior.

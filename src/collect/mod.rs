@@ -81,6 +81,8 @@ pub struct Collector<'p> {
     /// Generation: steps, guidance, width, height resolved; the kept U-Net call indices.
     resolved: Resolved,
     created: Created,
+    /// Images: the conditioning of the (one) extraction prompt, encoded once.
+    image_cond: Option<crate::pipeline::TextConditioning>,
 }
 
 /// What this collector created, so that a run that fails before any shard is complete leaves nothing behind.
@@ -194,7 +196,11 @@ impl<'p> Collector<'p> {
         let new_folder = !dir.exists();
         let wrote_manifest = manifest.create_or_check(&dir)?;
         let created = Created { manifest: wrote_manifest, folder: new_folder };
-        Ok(Self { pipe, dir, source, request, positions, manifest, resolved, created })
+        let image_cond = match &source {
+            WorkSource::Images { .. } => Some(pipe.encode_prompt(&request.prompt)?),
+            WorkSource::Prompts { .. } => None,
+        };
+        Ok(Self { pipe, dir, source, request, positions, manifest, resolved, created, image_cond })
     }
 
     fn resolve_generation(pipe: &Pipeline, request: &CollectRequest) -> Result<Resolved> {
@@ -464,7 +470,7 @@ impl<'p> Collector<'p> {
             .timesteps(&self.request.timesteps)
             .prompt(&self.request.prompt)
             .progress(false);
-        let cond = self.pipe.encode_prompt(&self.request.prompt)?;
+        let cond = self.image_cond.as_ref().ok_or_else(|| Error::invalid("collector", "no image conditioning"))?;
         let mut prepared = Vec::new();
         for &k in &slots[real.clone()] {
             let item = &items[k as usize];
@@ -498,7 +504,7 @@ impl<'p> Collector<'p> {
                 .collect();
             let seeds: Vec<i64> = (0..slots.len()).map(|j| self.item_seed(slots[j])).collect();
             let captured =
-                self.pipe.extract_batch(&request, &self.positions, &cond, &group, &seeds, &mut Interventions::new())?;
+                self.pipe.extract_batch(&request, &self.positions, cond, &group, &seeds, &mut Interventions::new())?;
             for (j, result) in captured.into_iter().enumerate().skip(real.start).take(prepared.len()) {
                 if prepared[j - real.start].size == size {
                     out[j - real.start] = Some(result);
