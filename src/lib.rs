@@ -36,6 +36,7 @@ pub mod interventions;
 pub mod pipeline;
 pub mod posterior_cache;
 pub mod representations;
+pub mod sae;
 pub mod tensor_io;
 pub mod xattn;
 
