@@ -240,6 +240,8 @@ pub struct GenerateArgs {
     /// Capture both halves of a guided batch (keys `P` and `P@uncond`), not only the conditional one.
     #[arg(long)]
     pub both_halves: bool,
+    #[command(flatten)]
+    pub sae: crate::cli_sae::GenerateSaeArgs,
 }
 
 /// `sdscope generate`: text to image, optionally with the final latents and per-step representations.
@@ -253,6 +255,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     let scheduler = args.scheduler.as_deref().map(SamplerKind::parse).transpose()?;
     let outputs = [Some(args.out.as_path()), args.latents_out.as_deref(), args.reprs_out.as_deref()];
     checks::outputs_valid(&[("--out", outputs[0]), ("--latents-out", outputs[1]), ("--reprs-out", outputs[2])])?;
+    let feature_edit = args.sae.edit()?;
     let pipe = Pipeline::load(&args.model)?;
     let canonical = pipe.resolve_positions(&args.extract)?;
     checks::create_parents(&outputs)?;
@@ -275,7 +278,10 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         request.guidance.unwrap_or(defaults.guidance),
         request.seed
     );
-    let out = pipe.generate(&request)?;
+    let out = match feature_edit {
+        Some((sae, edit)) => crate::cli_sae::generate_with_feature(&pipe, &request, &sae, edit)?,
+        None => pipe.generate(&request)?,
+    };
     out.save_png(&args.out)?;
     eprintln!("[sdscope] wrote {}", args.out.display());
     if let Some(path) = &args.latents_out {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 mod cli;
 mod cli_checks;
 mod cli_collect;
+mod cli_sae;
 
 #[derive(Parser)]
 #[command(
@@ -72,6 +73,8 @@ enum Command {
     Explorer(cli::ExplorerArgs),
     /// Collect representations over a dataset of prompts or images: batched, sharded, resumable (Slurm arrays).
     Collect(Box<cli_collect::CollectArgs>),
+    /// Sparse autoencoders on collected representations: train, encode, eval, top.
+    Sae(cli_sae::SaeArgs),
     /// Time extraction (SD1.5) or, with `collect`, dataset collection (SDXL) against diffusers, random weights.
     Bench(cli::BenchArgs),
     #[command(hide = true)]
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
         Command::Similarity(args) => cli::similarity(&args),
         Command::Explorer(args) => cli::explorer(&args),
         Command::Collect(args) => cli_collect::collect(&args),
+        Command::Sae(args) => cli_sae::sae(&args),
         Command::Bench(args) => cli::bench(&args),
         Command::BenchWorker(args) => sdscope::bench::worker(&args),
         Command::BenchCollectWorker(args) => sdscope::bench::collect::worker(&args),

@@ -28,7 +28,7 @@ pub use collection_training::{evaluate, train_on_collection, CollectionTraining}
 pub use display::{overlay, FeatureCard, FeatureTable};
 pub use init::{geometric_median, variance_scale};
 pub use metrics::{EvalMetrics, FiringStats, TrainLog};
-pub use steer::{mask_from_png, FeatureEdit, SteerOptions};
+pub use steer::{mask_from_png, splice_effect, FeatureEdit, SpliceEffect, SteerOptions};
 pub use top::{activation_map, item_caption, item_image, TopItems, TopOptions, TopRank};
 pub use train::{Adam, LrSchedule, StepLosses, TrainOptions, TrainState, Trainer};
 
@@ -217,7 +217,7 @@ impl Sae {
         )?)
     }
 
-    pub(crate) fn check_feature(&self, feature: i64) -> Result<()> {
+    pub fn check_feature(&self, feature: i64) -> Result<()> {
         let n = self.num_latents();
         if !(0..n).contains(&feature) {
             return Err(Error::invalid(format!("feature {feature}"), format!("this SAE has features 0..{n}")));

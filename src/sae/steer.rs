@@ -3,7 +3,9 @@
 
 use super::{rows_of, Sae};
 use crate::error::{Error, Result};
+use crate::generate::{GenerateRequest, Generation};
 use crate::interventions::{Interventions, StepContext};
+use crate::pipeline::Pipeline;
 use crate::taps::{update_base, UPDATE_SUFFIX};
 use std::ops::Range;
 use tch::{Kind, Tensor};
@@ -53,6 +55,25 @@ pub enum FeatureEdit {
     Ablate { feature: i64 },
     /// Replace the update by the SAE's reconstruction of it.
     Splice,
+}
+
+impl FeatureEdit {
+    /// One line saying what the edit does.
+    pub fn describe(&self) -> String {
+        match self {
+            FeatureEdit::Steer(o) => format!(
+                "painting feature {} at strength {}{}{}{}",
+                o.feature,
+                o.strength,
+                if o.mask.is_some() { " inside the mask" } else { "" },
+                o.steps.as_ref().map(|r| format!(", steps {}..{}", r.start, r.end)).unwrap_or_default(),
+                if o.conditional_only { ", conditional half only" } else { "" }
+            ),
+            FeatureEdit::Icon { feature } => format!("feature {feature}'s icon (update replaced by mean·k·d_f)"),
+            FeatureEdit::Ablate { feature } => format!("ablating feature {feature}"),
+            FeatureEdit::Splice => "splicing in the SAE's reconstruction".into(),
+        }
+    }
 }
 
 fn in_steps(steps: &Option<Range<usize>>, step: usize) -> bool {
@@ -188,4 +209,25 @@ pub fn mask_from_png(path: &std::path::Path) -> Result<Tensor> {
     let (w, h) = img.dimensions();
     let values: Vec<f32> = img.into_raw().into_iter().map(|v| v as f32 / 255.0).collect();
     Ok(Tensor::from_slice(&values).f_reshape([h as i64, w as i64])?)
+}
+
+/// What splicing the SAE's reconstruction in place of the block's update does to a generation.
+pub struct SpliceEffect {
+    pub plain: Generation,
+    pub spliced: Generation,
+    /// `‖latents_spliced − latents_plain‖ / ‖latents_plain‖`: the diffusion analogue of the spliced-in loss.
+    pub latent_change: f64,
+}
+
+/// Generate twice, plain and with the SAE's reconstruction spliced in at its block, and compare the final latents.
+pub fn splice_effect(pipe: &Pipeline, request: &GenerateRequest, sae: &Sae) -> Result<SpliceEffect> {
+    let plain = pipe.generate(request)?;
+    let mut edits = Interventions::new();
+    sae.install(&mut edits, FeatureEdit::Splice)?;
+    let spliced = pipe.generate_with(request, &mut edits)?;
+    let a = spliced.latents.f_to_kind(Kind::Double)?;
+    let b = plain.latents.f_to_kind(Kind::Double)?;
+    let base = b.f_norm()?.f_double_value(&[])?;
+    let diff = a.f_sub(&b)?.f_norm()?.f_double_value(&[])?;
+    Ok(SpliceEffect { plain, spliced, latent_change: if base > 0.0 { diff / base } else { diff } })
 }

@@ -113,7 +113,7 @@ impl TopItems {
                 let base = Tensor::zeros([len * n], (Kind::Float, device));
                 let values = code.values.f_reshape([-1])?;
                 let chunk_scores = match options.rank {
-                    TopRank::Max => base.f_scatter_reduce(0, &flat, &values, "amax")?,
+                    TopRank::Max => base.f_index_reduce(0, &flat, &values, "amax", true)?,
                     TopRank::Mean => base.f_index_add(0, &flat, &values)?.f_div_scalar(per_item as f64)?,
                 }
                 .f_reshape([len, n])?;
