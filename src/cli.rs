@@ -57,6 +57,8 @@ pub struct BenchArgs {
 pub enum BenchKind {
     /// Dataset-scale collection (SDXL, 1 step, 4 transformer-block updates) against diffusers with forward hooks.
     Collect(BenchCollectArgs),
+    /// SAE training and encoding throughput against the PyTorch training loop of the same SAE.
+    Sae(crate::cli_sae::BenchSaeArgs),
 }
 
 /// Flags of `sdscope bench collect` (defaults in [`sdscope::bench::collect::CollectBenchOptions`]).
@@ -153,8 +155,10 @@ pub fn extract(args: &ExtractArgs) -> Result<()> {
 
 /// `sdscope bench`: see [`sdscope::bench::run`].
 pub fn bench(args: &BenchArgs) -> Result<()> {
-    if let Some(BenchKind::Collect(collect)) = &args.kind {
-        return bench_collect(collect);
+    match &args.kind {
+        Some(BenchKind::Collect(collect)) => return bench_collect(collect),
+        Some(BenchKind::Sae(sae)) => return crate::cli_sae::bench_sae(sae),
+        None => {}
     }
     let mut opts = sdscope::bench::BenchOptions::default();
     if let Some(dir) = &args.work_dir {

@@ -447,3 +447,57 @@ pub fn generate_with_feature(
     sae.install(&mut edits, edit)?;
     pipe.generate_with(request, &mut edits)
 }
+
+/// Flags of `sdscope bench sae` (defaults: the SDXL-Turbo SAE's shapes, 2 threads).
+#[derive(clap::Args)]
+pub struct BenchSaeArgs {
+    #[arg(long, default_value_t = 1280)]
+    pub d: i64,
+    #[arg(long, default_value_t = 5120)]
+    pub latents: i64,
+    #[arg(long, default_value_t = 10)]
+    pub k: i64,
+    #[arg(long, default_value_t = 256)]
+    pub auxk: i64,
+    #[arg(long, default_value_t = 4096)]
+    pub batch: i64,
+    /// Timed steps (after one warm-up step).
+    #[arg(long, default_value_t = 8)]
+    pub steps: usize,
+    /// Steps without firing after which a latent is dead (small, so that AuxK works on dead latents).
+    #[arg(long, default_value_t = 2)]
+    pub dead_steps: i64,
+    #[arg(long, default_value_t = 2)]
+    pub threads: i32,
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Python with torch (the reference virtualenv by default).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Measure sdscope only.
+    #[arg(long)]
+    pub skip_python: bool,
+}
+
+/// `sdscope bench sae`: see [`sdscope::bench::sae::run`].
+pub fn bench_sae(a: &BenchSaeArgs) -> Result<()> {
+    let mut o = sdscope::bench::sae::SaeBenchOptions {
+        d: a.d,
+        latents: a.latents,
+        k: a.k,
+        auxk: a.auxk,
+        batch: a.batch,
+        steps: a.steps,
+        dead_steps: a.dead_steps,
+        threads: a.threads,
+        skip_python: a.skip_python,
+        ..Default::default()
+    };
+    if let Some(dir) = &a.work_dir {
+        o.work_dir = dir.clone();
+    }
+    if let Some(python) = &a.python {
+        o.python = python.clone();
+    }
+    sdscope::bench::sae::run(&o)
+}

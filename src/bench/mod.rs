@@ -10,6 +10,7 @@
 pub mod collect;
 mod collect_report;
 mod report;
+pub mod sae;
 
 use report::gib;
 

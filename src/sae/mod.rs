@@ -155,7 +155,7 @@ impl Sae {
     pub fn pre_activations(&self, x: &Tensor) -> Result<Tensor> {
         let x = self.check_rows(x, "SAE input")?;
         let centred = if self.subtract_pre_bias { x.f_sub(&self.b_pre)? } else { x };
-        Ok(centred.f_matmul(&self.w_enc.f_tr()?)?.f_add(&self.b_enc)?)
+        Ok(self.b_enc.f_addmm(&centred, &self.w_enc.f_tr()?)?)
     }
 
     /// The sparse code of each row (values descending, ReLU applied).

@@ -301,7 +301,7 @@ impl Trainer {
         let sae = &self.sae;
 
         let xc = x.f_sub(&sae.b_pre)?;
-        let pre = xc.f_matmul(&sae.w_enc.f_tr()?)?.f_add(&sae.b_enc)?;
+        let pre = sae.b_enc.f_addmm(&xc, &sae.w_enc.f_tr()?)?;
         let main = match o.activation {
             Activation::TopK => {
                 let (v, i) = pre.f_topk(o.k, -1, true, true)?;
