@@ -34,14 +34,14 @@ impl TopRank {
 pub struct TopOptions {
     pub per_feature: usize,
     pub rank: TopRank,
-    /// Token rows encoded at once (bounds memory).
+    /// Token rows encoded at once (bounds memory: chunk_rows × latents floats).
     pub chunk_rows: i64,
     pub progress: bool,
 }
 
 impl Default for TopOptions {
     fn default() -> Self {
-        Self { per_feature: 9, rank: TopRank::Max, chunk_rows: 8192, progress: true }
+        Self { per_feature: 9, rank: TopRank::Max, chunk_rows: 4096, progress: true }
     }
 }
 
@@ -103,20 +103,12 @@ impl TopItems {
                     &code.values.f_to_kind(Kind::Double)?.f_reshape([-1])?,
                 )?;
                 tokens += (len * per_item) as u64;
-                // Per (item, latent) score without forming the dense [rows, n] code.
-                let row_item = Tensor::f_arange(len, (Kind::Int64, device))?.f_repeat_interleave_self_int(
-                    per_item * sae.k,
-                    None,
-                    None,
-                )?;
-                let flat = row_item.f_mul_scalar(n)?.f_add(&code.indices.f_reshape([-1])?)?;
-                let base = Tensor::zeros([len * n], (Kind::Float, device));
-                let values = code.values.f_reshape([-1])?;
+                // Per (item, latent) score from the chunk's dense code (chunk_rows × n floats at most).
+                let dense = sae.dense(&code)?.f_reshape([len, per_item, n])?;
                 let chunk_scores = match options.rank {
-                    TopRank::Max => base.f_index_reduce(0, &flat, &values, "amax", true)?,
-                    TopRank::Mean => base.f_index_add(0, &flat, &values)?.f_div_scalar(per_item as f64)?,
-                }
-                .f_reshape([len, n])?;
+                    TopRank::Max => dense.f_amax([1i64].as_slice(), false)?,
+                    TopRank::Mean => dense.f_mean_dim([1i64].as_slice(), false, Kind::Float)?,
+                };
                 let chunk_items =
                     Tensor::f_arange_start(first_item + start, first_item + start + len, (Kind::Int64, device))?
                         .f_unsqueeze(1)?
