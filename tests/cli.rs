@@ -3,17 +3,6 @@
 mod common;
 
 use common::*;
-use std::process::Command;
-
-fn sdscope() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sdscope"))
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
 
 #[test]
 fn positions_lists_every_module_with_shapes() {

@@ -9,16 +9,6 @@ use std::path::Path;
 use std::process::Command;
 use tch::{Kind, Tensor};
 
-fn sdscope() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sdscope"))
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn run_err(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(1), "expected exit 1: {}", String::from_utf8_lossy(&out.stderr));

@@ -3,14 +3,13 @@
 
 mod common;
 
-use common::{assert_close, fixtures, pipeline_dir};
+use common::{assert_close, fixtures, pipeline_dir, sdscope};
 use sdscope::collect::{CaptureSteps, CollectRequest, Collector, Reduce, StoreDtype, WorkSource};
 use sdscope::collection::layout::shard_dir_name;
 use sdscope::collection::sources::list_images;
 use sdscope::collection::{Collection, ShardState};
 use sdscope::prelude::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const TOL: f64 = 1e-4;
 
@@ -281,10 +280,6 @@ fn a_folder_made_with_other_settings_is_refused() {
     Collector::new(&pipe, source.clone(), request.clone(), &dir, 2).unwrap();
     assert!(err(request.batch(4), 2, source).contains("--batch"));
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-fn sdscope() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sdscope"))
 }
 
 fn write_prompts(dir: &Path, n: usize) -> PathBuf {

@@ -118,44 +118,48 @@ pub fn run(o: &SaeBenchOptions) -> Result<()> {
         "SAE training: d {}, {} latents, k {}, auxk {}, batch {}, {} timed steps, dead after {} steps, {} threads",
         o.d, o.latents, o.k, o.auxk, o.batch, o.steps, o.dead_steps, o.threads
     ));
-    let torch = if o.skip_python {
-        None
-    } else {
-        check_python(&o.python)?;
-        let script = write_script(&absolute(&o.work_dir)?, TORCH_SCRIPT)?;
-        log("PyTorch side (autograd, gather decode, Adam) in its own process");
-        let mut cmd = Command::new(&o.python);
-        cmd.arg(&script).args([
-            "--d",
-            &o.d.to_string(),
-            "--latents",
-            &o.latents.to_string(),
-            "--k",
-            &o.k.to_string(),
-            "--auxk",
-            &o.auxk.to_string(),
-            "--batch",
-            &o.batch.to_string(),
-            "--steps",
-            &o.steps.to_string(),
-            "--dead-steps",
-            &o.dead_steps.to_string(),
-            "--threads",
-            &o.threads.to_string(),
-        ]);
-        let stdout = run_captured(cmd, "PyTorch SAE benchmark")?;
-        let text = String::from_utf8_lossy(&stdout);
-        let json = text.find('{').map(|i| &text[i..]).unwrap_or("");
-        Some(serde_json::from_str::<TorchReport>(json).map_err(|e| {
-            Error::invalid("PyTorch SAE benchmark", format!("no JSON report on stdout ({e}): {text}"))
-        })?)
-    };
+    let torch =
+        if o.skip_python {
+            None
+        } else {
+            check_python(&o.python)?;
+            let script = write_script(&absolute(&o.work_dir)?, TORCH_SCRIPT)?;
+            log("PyTorch side (autograd, gather decode, Adam) in its own process");
+            let mut cmd = Command::new(&o.python);
+            cmd.arg(&script).args([
+                "--d",
+                &o.d.to_string(),
+                "--latents",
+                &o.latents.to_string(),
+                "--k",
+                &o.k.to_string(),
+                "--auxk",
+                &o.auxk.to_string(),
+                "--batch",
+                &o.batch.to_string(),
+                "--steps",
+                &o.steps.to_string(),
+                "--dead-steps",
+                &o.dead_steps.to_string(),
+                "--threads",
+                &o.threads.to_string(),
+            ]);
+            let stdout = run_captured(cmd, "PyTorch SAE benchmark")?;
+            let text = String::from_utf8_lossy(&stdout);
+            let json = text.find('{').map(|i| &text[i..]).unwrap_or("");
+            Some(serde_json::from_str::<TorchReport>(json).map_err(|e| {
+                Error::invalid("PyTorch SAE benchmark", format!("no JSON report on stdout ({e}): {text}"))
+            })?)
+        };
     log("sdscope side (hand-written sparse gradients)");
     let ours = ours(o)?;
     log(format!("{} latents dead at the end", ours.dead));
 
     let mem = gib;
-    println!("| SAE {}×{} k={} auxk={} batch {} | sdscope | PyTorch | ratio | goal |", o.d, o.latents, o.k, o.auxk, o.batch);
+    println!(
+        "| SAE {}×{} k={} auxk={} batch {} | sdscope | PyTorch | ratio | goal |",
+        o.d, o.latents, o.k, o.auxk, o.batch
+    );
     println!("|---|---:|---:|---:|---|");
     match &torch {
         Some(t) => {

@@ -97,7 +97,10 @@ impl Manifest {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join(MANIFEST_FILE);
         if !path.exists() {
-            let tmp = dir.join(format!("{MANIFEST_FILE}.tmp-{}", std::process::id()));
+            // Unique per process and call: workers may be threads of one process too.
+            static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = dir.join(format!("{MANIFEST_FILE}.tmp-{}-{call}", std::process::id()));
             let text = serde_json::to_string_pretty(self)? + "\n";
             std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
             // A hard link fails when the name exists: of several workers starting at once, one manifest wins.

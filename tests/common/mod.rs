@@ -107,3 +107,15 @@ pub fn generation_dir() -> PathBuf {
 pub fn gen_cases() -> Vec<GenCase> {
     serde_json::from_str(&std::fs::read_to_string(generation_dir().join("cases.json")).unwrap()).unwrap()
 }
+
+/// The `sdscope` binary of this build.
+pub fn sdscope() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sdscope"))
+}
+
+/// Run a command that must succeed; its stdout.
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
