@@ -78,7 +78,7 @@ pub fn load_unet(source: &ModelSource, options: &LoadOptions) -> Result<UNet> {
         Some(file) => vec![file.clone()],
         None => component_weights(&dir)?,
     };
-    let weights = Weights::open(&files, options.dtype, options.device)?;
+    let weights = Weights::open_mapped(&files, options.dtype, options.device)?;
     let unet = UNet::load(config, &config_path, &weights)?;
     note(options, "unet", start);
     Ok(unet)
@@ -96,7 +96,7 @@ pub fn load_tokenizers(root: &Path) -> Result<Vec<ClipTokenizer>> {
 fn load_text_encoder(dir: &Path, options: &LoadOptions) -> Result<ClipTextModel> {
     let config_path = dir.join("config.json");
     let config: ClipConfig = read_json(&config_path)?;
-    let weights = Weights::open(&component_weights(dir)?, options.dtype, options.device)?;
+    let weights = Weights::open_mapped(&component_weights(dir)?, options.dtype, options.device)?;
     ClipTextModel::load(config, &config_path, &weights)
 }
 
@@ -105,7 +105,7 @@ fn load_vae(dir: &Path, options: &LoadOptions) -> Result<(VaeEncoder, VaeDecoder
     let config: VaeConfig = read_json(&config_path)?;
     // SDXL's VAE overflows in fp16: diffusers keeps it in float32 (`force_upcast`).
     let dtype = if config.force_upcast { Kind::Float } else { options.dtype };
-    let weights = Weights::open(&component_weights(dir)?, dtype, options.device)?;
+    let weights = Weights::open_mapped(&component_weights(dir)?, dtype, options.device)?;
     let decoder = VaeDecoder::load(config.clone(), &config_path, &weights)?;
     Ok((VaeEncoder::load(config, &config_path, &weights)?, decoder))
 }

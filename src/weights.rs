@@ -1,5 +1,12 @@
-//! Safetensors weights, read tensor by tensor (no whole-file buffer, no memory map kept resident), so peak memory
-//! stays close to the size of the weights themselves.
+//! Safetensors weights as one name → tensor table over several files.
+//!
+//! Model weights ([`Weights::open_mapped`]) are memory-mapped, privately (copy-on-write), one mapping per file:
+//! a tensor whose stored dtype is the working dtype and whose data is aligned for it is a view of the mapping, so
+//! loading reads nothing but headers and a pass reads (through the page cache) only the weights it touches. A
+//! write into such a tensor changes a private copy of the page, never the file. Each view holds the mapping
+//! (libtorch's storage owns it), which is unmapped when the last tensor viewing it is dropped. Other tensors (a
+//! cast, a device move, unaligned data) are read and copied one by one. Data files ([`Weights::open`]) are always
+//! copied, so that rewriting such a file in place can never pull pages from under a live tensor.
 //!
 //! Pickle checkpoints (`.bin`, `.ckpt`, `.pt`, `.pth`) are refused: loading them can run arbitrary code.
 
@@ -8,6 +15,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, Clone)]
@@ -23,6 +31,10 @@ struct Entry {
 #[derive(Debug)]
 pub struct Weights {
     files: Vec<(PathBuf, File)>,
+    /// Per file, its private mapping as a byte tensor once a view needed it (`None` where mapping failed).
+    mappings: Vec<OnceLock<Option<Tensor>>>,
+    /// Whether tensors may view the files' mappings.
+    mapped: bool,
     entries: HashMap<String, Entry>,
     dtype: Kind,
     device: Device,
@@ -65,7 +77,17 @@ fn modern_name(name: &str) -> String {
 }
 
 impl Weights {
-    /// Open safetensors files; tensors are cast to `dtype` (floating ones only) and moved to `device` when read.
+    /// Open model weights: tensors view a private memory map of their file where the stored dtype is `dtype`, the
+    /// device is the CPU and the data is aligned; the others are read, cast to `dtype` (floating ones only) and
+    /// moved to `device`, one by one. `SDSCOPE_NO_MMAP=1` turns views off (every tensor copied).
+    pub fn open_mapped(paths: &[PathBuf], dtype: Kind, device: Device) -> Result<Self> {
+        let mut weights = Self::open(paths, dtype, device)?;
+        weights.mapped = std::env::var_os("SDSCOPE_NO_MMAP").is_none_or(|v| v.is_empty() || v == "0");
+        Ok(weights)
+    }
+
+    /// Open safetensors files whose tensors are always read and copied (cast to `dtype`, floating ones only, and
+    /// moved to `device`).
     pub fn open(paths: &[PathBuf], dtype: Kind, device: Device) -> Result<Self> {
         let mut files = Vec::new();
         let mut entries = HashMap::new();
@@ -80,7 +102,8 @@ impl Weights {
             }
             files.push((path.clone(), file));
         }
-        Ok(Self { files, entries, dtype, device })
+        let mappings = files.iter().map(|_| OnceLock::new()).collect();
+        Ok(Self { files, mappings, mapped: false, entries, dtype, device })
     }
 
     pub fn dtype(&self) -> Kind {
@@ -140,6 +163,12 @@ impl Weights {
                 shape = exp.to_vec();
             }
         }
+        let floating = matches!(entry.kind, Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double);
+        if self.mapped && self.device == Device::Cpu && (entry.kind == self.dtype || !floating) {
+            if let Some(view) = self.view(entry, &shape)? {
+                return Ok(view);
+            }
+        }
         let mut bytes = vec![0u8; (entry.end - entry.begin) as usize];
         file.read_exact_at(&mut bytes, entry.begin).map_err(|e| Error::BadSafetensors {
             path: path.clone(),
@@ -147,14 +176,32 @@ impl Weights {
         })?;
         let tensor = Tensor::f_from_data_size(&bytes, &shape, entry.kind)?;
         drop(bytes);
-        let tensor = if matches!(entry.kind, Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double)
-            && entry.kind != self.dtype
-        {
-            tensor.f_to_kind(self.dtype)?
-        } else {
-            tensor
-        };
+        let tensor = if floating && entry.kind != self.dtype { tensor.f_to_kind(self.dtype)? } else { tensor };
         Ok(if self.device != Device::Cpu { tensor.f_to_device(self.device)? } else { tensor })
+    }
+
+    /// A tensor viewing its file's mapping, or `None` where it cannot (unaligned or empty data, a path that is
+    /// not UTF-8, a file that cannot be mapped): the caller copies instead.
+    fn view(&self, entry: &Entry, shape: &[i64]) -> Result<Option<Tensor>> {
+        let size = entry.kind.elt_size_in_bytes() as u64;
+        if entry.end == entry.begin || !entry.begin.is_multiple_of(size) {
+            return Ok(None);
+        }
+        let (path, file) = &self.files[entry.file];
+        let mapping = self.mappings[entry.file].get_or_init(|| {
+            let len = file.metadata().ok()?.len();
+            let name = path.to_str()?;
+            // shared = false: a private (copy-on-write) mapping of the whole file, read lazily by page faults.
+            Tensor::f_from_file(name, false, Some(len as i64), (Kind::Uint8, Device::Cpu)).ok()
+        });
+        let Some(mapping) = mapping else { return Ok(None) };
+        let bytes = mapping.f_narrow(0, entry.begin as i64, (entry.end - entry.begin) as i64)?;
+        Ok(Some(bytes.f_view_dtype(entry.kind)?.f_reshape(shape)?))
+    }
+
+    /// Whether tensors of this table view memory-mapped files.
+    pub fn is_mapped(&self) -> bool {
+        self.mapped
     }
 
     /// A builder rooted at the top of the name table.

@@ -168,3 +168,68 @@ pub(super) fn render(opts: &BenchOptions, model: &Path, sizes: &WeightSizes, cas
     }
     s
 }
+
+/// The zero-copy loading figures: load times (warm, second, cold), private and file-backed memory.
+pub(super) fn render_loading(sizes: &WeightSizes, cases: &[Case], cold: &SideReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let weights = sizes.files as f64;
+    let times = |f: &dyn Fn(&SideReport) -> Option<f64>| cases.iter().filter_map(|c| f(&c.sdscope)).collect::<Vec<_>>();
+    let warm = median(&times(&|r| Some(r.load_s)));
+    let second = median(&times(&|r| r.second_load_s));
+    let _ = writeln!(s, "\nzero-copy loading (weights memory-mapped, read on first use):");
+    let _ =
+        writeln!(s, "  load, warm page cache (median):   {}   goal ≤ 0.30 s: {}", seconds(warm), verdict(warm <= 0.3));
+    let _ = writeln!(
+        s,
+        "  second load in the same process:  {}   goal ≤ 0.10 s: {}",
+        seconds(second),
+        verdict(second <= 0.1)
+    );
+    if let Some(mid) = cases.iter().find(|c| c.name == "mid_block") {
+        let (new, cached) = (mid.sdscope.best_s(), best(&mid.sdscope.cached_times_s));
+        let _ = writeln!(
+            s,
+            "  where mid_block's time goes: VAE encoding + prompt (new − cached image) {}, U-Net up to mid_block {}",
+            seconds(new - cached),
+            seconds(cached)
+        );
+    }
+    let first_warm = cases.iter().find(|c| c.name == "mid_block").and_then(|c| c.sdscope.times_s.first().copied());
+    let touched = cold.memory_end.map(|m| m.file);
+    let _ = writeln!(
+        s,
+        "  cold page cache: load {}, first mid_block extraction {} (warm: {}), weight pages read {} of {}",
+        seconds(cold.load_s),
+        seconds(cold.times_s.first().copied().unwrap_or(f64::NAN)),
+        seconds(first_warm.unwrap_or(f64::NAN)),
+        gib(touched),
+        gib(Some(sizes.files)),
+    );
+    let _ =
+        writeln!(s, "  resident memory (private = anonymous pages, file = mapped weight pages), × the weights' files:");
+    let frac = |b: u64| format!("{} ({:.2}×)", gib(Some(b)), b as f64 / weights);
+    for case in cases {
+        let (Some(load), Some(end)) = (case.sdscope.memory_after_load, case.sdscope.memory_end) else { continue };
+        let _ = writeln!(
+            s,
+            "  {:<20} after load: private {}, file {};  end: private {}, file {};  peak {}",
+            case.name,
+            frac(load.anon),
+            frac(load.file),
+            frac(end.anon),
+            frac(end.file),
+            frac(end.peak)
+        );
+    }
+    if let Some(m) = cases.iter().find(|c| c.name == "mid_block").and_then(|c| c.sdscope.memory_end) {
+        let private = cases.iter().filter_map(|c| c.sdscope.memory_after_load.map(|l| l.anon)).max().unwrap_or(0);
+        let _ = writeln!(
+            s,
+            "  goals: private after load ≤ 0.1× the weights: {}; mid_block peak ≤ 1.1× the weights: {}",
+            verdict(private as f64 <= 0.1 * weights),
+            verdict(m.peak as f64 <= 1.1 * weights)
+        );
+    }
+    s
+}
