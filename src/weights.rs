@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, Clone)]
@@ -31,8 +31,9 @@ struct Entry {
 #[derive(Debug)]
 pub struct Weights {
     files: Vec<(PathBuf, File)>,
-    /// Per file, its private mapping as a byte tensor once a view needed it (`None` where mapping failed).
-    mappings: Vec<OnceLock<Option<Tensor>>>,
+    /// Per file, its private mapping as a byte tensor once a view needed it (`Some(None)` where mapping failed).
+    /// A mutex rather than a `OnceLock`: tensors are `Send` but not `Sync`.
+    mappings: Vec<Mutex<Option<Option<Tensor>>>>,
     /// Whether tensors may view the files' mappings.
     mapped: bool,
     entries: HashMap<String, Entry>,
@@ -102,7 +103,7 @@ impl Weights {
             }
             files.push((path.clone(), file));
         }
-        let mappings = files.iter().map(|_| OnceLock::new()).collect();
+        let mappings = files.iter().map(|_| Mutex::new(None)).collect();
         Ok(Self { files, mappings, mapped: false, entries, dtype, device })
     }
 
@@ -188,12 +189,17 @@ impl Weights {
             return Ok(None);
         }
         let (path, file) = &self.files[entry.file];
-        let mapping = self.mappings[entry.file].get_or_init(|| {
-            let len = file.metadata().ok()?.len();
-            let name = path.to_str()?;
-            // shared = false: a private (copy-on-write) mapping of the whole file, read lazily by page faults.
-            Tensor::f_from_file(name, false, Some(len as i64), (Kind::Uint8, Device::Cpu)).ok()
-        });
+        let mapping = {
+            let mut slot = self.mappings[entry.file].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            slot.get_or_insert_with(|| {
+                let len = file.metadata().ok()?.len();
+                let name = path.to_str()?;
+                // shared = false: a private (copy-on-write) mapping of the whole file, read lazily by page faults.
+                Tensor::f_from_file(name, false, Some(len as i64), (Kind::Uint8, Device::Cpu)).ok()
+            })
+            .as_ref()
+            .map(|t| t.shallow_clone())
+        };
         let Some(mapping) = mapping else { return Ok(None) };
         let bytes = mapping.f_narrow(0, entry.begin as i64, (entry.end - entry.begin) as i64)?;
         Ok(Some(bytes.f_view_dtype(entry.kind)?.f_reshape(shape)?))

@@ -101,7 +101,7 @@ def main():
     x = VaeImageProcessor(vae_scale_factor=8).preprocess(Image.open(args.image).convert("RGB"))
     scaling = pipe.vae.config.scaling_factor
 
-    times = []
+    times, prepare_times = [], []
     for i in range(args.repeats):
         captured.clear()
         start = time.perf_counter()
@@ -112,6 +112,7 @@ def main():
             latents = pipe.vae.encode(x).latent_dist.sample() * scaling
             noise = torch.randn_like(latents)
             noisy = ddpm.add_noise(latents, noise, torch.tensor([args.timestep]))
+            prepare_times.append(time.perf_counter() - start)
             pipe.unet(noisy, args.timestep, encoder_hidden_states=ehs)
         times.append(time.perf_counter() - start)
         log(f"extraction {i + 1}/{args.repeats}: {times[-1]:.2f} s")
@@ -127,6 +128,7 @@ def main():
         "load_s": load_s,
         "import_s": import_s,
         "times_s": times,
+        "prepare_times_s": prepare_times,
         "peak_rss_after_load_bytes": peak_after_load,
         "peak_rss_bytes": peak_rss_bytes(),
         "weights_held_bytes": held,
