@@ -483,6 +483,53 @@ fn download_pipeline(repo: &str, cache: &Path, fail: &dyn Fn(String) -> Error) -
     Ok(snap)
 }
 
+/// A transformers-style hub repository (not a diffusers pipeline) in the cache: the snapshot folder with
+/// `required` files and the safetensors weights (`model.safetensors`, or the shards of
+/// `model.safetensors.index.json`), downloaded when missing and allowed; `optional` files are fetched when the hub
+/// has them. `known` lists the aliases for the error of an unknown name.
+pub fn resolve_repo_files(model: &str, required: &[&str], optional: &[&str], known: &[&str]) -> Result<PathBuf> {
+    let path = Path::new(model);
+    if path.is_file() {
+        return Err(Error::invalid(
+            format!("--model {model}"),
+            "this is a file; pass a model folder, an alias or a hub repo id",
+        ));
+    }
+    if model.starts_with(['/', '.', '~']) || model.contains('\\') || model.matches('/').count() > 1 {
+        return Err(missing_file(
+            path,
+            "no such folder; pass a model folder, an alias, or an `owner/name` hub repo id",
+        ));
+    }
+    if !is_repo_id(model) {
+        return Err(Error::UnknownModel { given: model.into(), known: known.iter().map(|s| s.to_string()).collect() });
+    }
+    let (cache, offline) = (cache_dir(), offline_from_env());
+    let mut root = None;
+    for file in required {
+        let p = fetch_file(model, file, &cache, offline)?;
+        root.get_or_insert_with(|| p.parent().map(Path::to_path_buf).unwrap_or_default());
+    }
+    let root = root.ok_or_else(|| Error::invalid("hub files", "nothing was asked for"))?;
+    if !root.join("model.safetensors").is_file() {
+        let index = "model.safetensors.index.json";
+        match fetch_file(model, "model.safetensors", &cache, offline) {
+            Ok(_) => {}
+            Err(first) => {
+                let Ok(index_path) = fetch_file(model, index, &cache, offline) else { return Err(first) };
+                for shard in shard_names(&index_path)? {
+                    fetch_file(model, &shard, &cache, offline)?;
+                }
+            }
+        }
+    }
+    for file in optional {
+        // Absent on the hub, or not cached while offline: the caller falls back to defaults.
+        let _ = fetch_file(model, file, &cache, offline);
+    }
+    Ok(root)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ pub mod collection;
 pub mod config;
 pub mod datasets;
 pub mod display;
+pub mod embed;
 pub mod error;
 pub mod hub;
 pub mod models;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 mod cli;
 mod cli_checks;
 mod cli_collect;
+mod cli_embed;
 mod cli_sae;
 
 #[derive(Parser)]
@@ -73,6 +74,8 @@ enum Command {
     Explorer(cli::ExplorerArgs),
     /// Collect representations over a dataset of prompts or images: batched, sharded, resumable (Slurm arrays).
     Collect(Box<cli_collect::CollectArgs>),
+    /// Image (and text) embeddings: CLIP features, or U-Net representations pooled over space.
+    Embed(Box<cli_embed::EmbedArgs>),
     /// Sparse autoencoders on collected representations: train, encode, eval, top.
     Sae(cli_sae::SaeArgs),
     /// Time extraction (SD1.5) or, with `collect`, dataset collection (SDXL) against diffusers, random weights.
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         Command::Explorer(args) => cli::explorer(&args),
         Command::Collect(args) => cli_collect::collect(&args),
         Command::Sae(args) => cli_sae::sae(&args),
+        Command::Embed(args) => cli_embed::embed(&args),
         Command::Bench(args) => cli::bench(&args),
         Command::BenchWorker(args) => sdscope::bench::worker(&args),
         Command::BenchCollectWorker(args) => sdscope::bench::collect::worker(&args),

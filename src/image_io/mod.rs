@@ -1,9 +1,9 @@
 //! Images in and out: any common format → RGB float tensor in [-1, 1], as diffusers' `VaeImageProcessor` does.
 
-mod lanczos;
+mod resample;
 
 use crate::error::{Error, Result};
-pub use lanczos::resize_lanczos;
+pub use resample::{resize_lanczos, resize_pillow, Filter};
 use std::path::Path;
 use tch::{Kind, Tensor};
 
@@ -88,6 +88,11 @@ fn check_pixels(path: &Path, what: &str, w: u32, h: u32) -> Result<()> {
 }
 
 fn open_rgb(path: &Path) -> Result<image::RgbImage> {
+    Ok(read_image(path)?.to_rgb8())
+}
+
+/// Decode an image file, checking the pixel cap from its header before decoding.
+pub fn read_image(path: &Path) -> Result<image::DynamicImage> {
     use image::ImageDecoder;
     let bad = |e: image::ImageError| match e {
         image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::NotFound => {
@@ -108,8 +113,7 @@ fn open_rgb(path: &Path) -> Result<image::RgbImage> {
             why: format!("decoding needs {} bytes, more than the limit of {limit}", decoder.total_bytes()),
         });
     }
-    let img = image::DynamicImage::from_decoder(decoder).map_err(bad)?;
-    Ok(img.to_rgb8())
+    image::DynamicImage::from_decoder(decoder).map_err(bad)
 }
 
 /// The same for an image already in memory.

@@ -1,28 +1,12 @@
 //! transformers' `CLIPTextModel` / `CLIPTextModelWithProjection`: the text encoders of SD1, SD2 and SDXL.
 
+use super::clip_encoder::{Activation, ClipEncoder, EncoderShape};
 use crate::config::{check_dims, ClipConfig};
 use crate::error::{Error, Result};
 use crate::nn::{LayerNorm, Linear};
-use crate::weights::{VarBuilder, Weights};
+use crate::weights::Weights;
 use std::path::Path;
 use tch::{Kind, Tensor};
-
-#[derive(Debug, Clone, Copy)]
-enum Activation {
-    QuickGelu,
-    Gelu,
-}
-
-struct EncoderLayer {
-    layer_norm1: LayerNorm,
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
-    layer_norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-}
 
 /// What the encoder gives back.
 /// # Shapes
@@ -42,24 +26,14 @@ pub struct ClipTextModel {
     pub config: ClipConfig,
     token_embedding: Tensor,
     position_embedding: Tensor,
-    layers: Vec<EncoderLayer>,
+    encoder: ClipEncoder,
     final_layer_norm: LayerNorm,
     text_projection: Option<Linear>,
-    activation: Activation,
 }
 
 impl ClipTextModel {
     pub fn load(config: ClipConfig, config_path: &Path, weights: &Weights) -> Result<Self> {
-        let activation = match config.hidden_act.as_str() {
-            "quick_gelu" => Activation::QuickGelu,
-            "gelu" => Activation::Gelu,
-            other => {
-                return Err(Error::Unsupported {
-                    path: config_path.into(),
-                    why: format!("hidden_act {other:?} (known: quick_gelu, gelu)"),
-                })
-            }
-        };
+        let activation = Activation::parse(&config.hidden_act, config_path)?;
         check_dims(
             config_path,
             1,
@@ -92,49 +66,20 @@ impl ClipTextModel {
         let token_embedding = emb.pp("token_embedding").get("weight", &[config.vocab_size, d])?;
         let position_embedding = emb.pp("position_embedding").get("weight", &[config.max_position_embeddings, d])?;
         let eps = config.layer_norm_eps;
-        let layers = (0..config.num_hidden_layers)
-            .map(|i| {
-                let l = tm.pp("encoder").pp("layers").pp(i);
-                let attn = l.pp("self_attn");
-                let lin = |vb: VarBuilder, i, o| Linear::load(&vb, i, o, true);
-                Ok(EncoderLayer {
-                    layer_norm1: LayerNorm::load(&l.pp("layer_norm1"), d, eps)?,
-                    q_proj: lin(attn.pp("q_proj"), d, d)?,
-                    k_proj: lin(attn.pp("k_proj"), d, d)?,
-                    v_proj: lin(attn.pp("v_proj"), d, d)?,
-                    out_proj: lin(attn.pp("out_proj"), d, d)?,
-                    layer_norm2: LayerNorm::load(&l.pp("layer_norm2"), d, eps)?,
-                    fc1: lin(l.pp("mlp").pp("fc1"), d, config.intermediate_size)?,
-                    fc2: lin(l.pp("mlp").pp("fc2"), config.intermediate_size, d)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let shape = EncoderShape {
+            hidden: d,
+            intermediate: config.intermediate_size,
+            layers: config.num_hidden_layers,
+            heads: config.num_attention_heads,
+            eps,
+        };
+        let encoder = ClipEncoder::load(&tm.pp("encoder"), shape, activation)?;
         let final_layer_norm = LayerNorm::load(&tm.pp("final_layer_norm"), d, eps)?;
         let text_projection = match (config.projection_dim, root.contains("text_projection.weight")) {
             (Some(p), true) => Some(Linear::load(&root.pp("text_projection"), d, p, false)?),
             _ => None,
         };
-        Ok(Self { config, token_embedding, position_embedding, layers, final_layer_norm, text_projection, activation })
-    }
-
-    fn attention(&self, layer: &EncoderLayer, x: &Tensor) -> Result<Tensor> {
-        let (b, l, d) = x.size3()?;
-        let heads = self.config.num_attention_heads;
-        let split = |t: Tensor| -> Result<Tensor> { Ok(t.f_view([b, l, heads, d / heads])?.f_transpose(1, 2)?) };
-        let q = split(layer.q_proj.forward(x)?)?;
-        let k = split(layer.k_proj.forward(x)?)?;
-        let v = split(layer.v_proj.forward(x)?)?;
-        let out = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, true, None, false)?;
-        layer.out_proj.forward(&out.f_transpose(1, 2)?.f_reshape([b, l, d])?)
-    }
-
-    fn mlp(&self, layer: &EncoderLayer, x: &Tensor) -> Result<Tensor> {
-        let h = layer.fc1.forward(x)?;
-        let h = match self.activation {
-            Activation::QuickGelu => h.f_mul(&h.f_mul_scalar(1.702)?.f_sigmoid()?)?,
-            Activation::Gelu => h.f_gelu("none")?,
-        };
-        layer.fc2.forward(&h)
+        Ok(Self { config, token_embedding, position_embedding, encoder, final_layer_norm, text_projection })
     }
 
     /// # Shapes
@@ -157,18 +102,9 @@ impl ClipTextModel {
         }
         let tokens = Tensor::f_embedding(&self.token_embedding, &ids, -1, false, false)?;
         let positions = self.position_embedding.f_narrow(0, 0, l)?.f_unsqueeze(0)?;
-        let mut h = tokens.f_add(&positions)?;
-        let mut penultimate = h.shallow_clone();
-        for (i, layer) in self.layers.iter().enumerate() {
-            if i + 1 == self.layers.len() {
-                penultimate = h.shallow_clone();
-            }
-            let a = self.attention(layer, &layer.layer_norm1.forward(&h)?)?;
-            h = h.f_add(&a)?;
-            let m = self.mlp(layer, &layer.layer_norm2.forward(&h)?)?;
-            h = h.f_add(&m)?;
-        }
-        let last_hidden_state = self.final_layer_norm.forward(&h)?;
+        let encoded = self.encoder.forward(&tokens.f_add(&positions)?, true)?;
+        let penultimate = encoded.penultimate;
+        let last_hidden_state = self.final_layer_norm.forward(&encoded.last)?;
         // transformers: the first end-of-text token, or the largest id for configs with the legacy eos id 2.
         let eos_index = if self.config.eos_token_id == 2 {
             ids.f_argmax(-1, false)?

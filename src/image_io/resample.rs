@@ -1,5 +1,5 @@
-//! Lanczos resampling that gives the same bytes as Pillow's `Image.resize(size, Image.LANCZOS)`, which is how
-//! diffusers' `VaeImageProcessor` brings an image to a multiple of 8.
+//! Resampling that gives the same bytes as Pillow's `Image.resize`: Lanczos (how diffusers' `VaeImageProcessor`
+//! brings an image to a multiple of 8) and bicubic (how transformers' `CLIPImageProcessor` sizes an image).
 //!
 //! The `image` crate's Lanczos3 differs from Pillow in ways that move 1–2 levels on several percent of the
 //! pixels (and the VAE latents by ~5e-4 relative L2): Pillow resizes in two separable passes, horizontal first,
@@ -11,8 +11,31 @@ use image::RgbImage;
 /// Fractional bits of the fixed-point weights: 32 bits less 8 for the value, 1 for the sign and 1 of headroom
 /// for kernels whose lobes sum above 1.
 const PRECISION_BITS: u32 = 22;
-/// Half-width of the Lanczos kernel, in source pixels at scale 1.
-const SUPPORT: f64 = 3.0;
+/// Pillow's resampling filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// `Image.LANCZOS` (a = 3).
+    Lanczos,
+    /// `Image.BICUBIC` (Keys' cubic with a = −0.5).
+    Bicubic,
+}
+
+impl Filter {
+    /// Half-width of the kernel, in source pixels at scale 1.
+    fn support(self) -> f64 {
+        match self {
+            Filter::Lanczos => 3.0,
+            Filter::Bicubic => 2.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        match self {
+            Filter::Lanczos => lanczos(x),
+            Filter::Bicubic => bicubic(x),
+        }
+    }
+}
 
 fn sinc(x: f64) -> f64 {
     if x == 0.0 {
@@ -24,8 +47,20 @@ fn sinc(x: f64) -> f64 {
 }
 
 fn lanczos(x: f64) -> f64 {
-    if (-SUPPORT..SUPPORT).contains(&x) {
-        sinc(x) * sinc(x / SUPPORT)
+    if (-3.0..3.0).contains(&x) {
+        sinc(x) * sinc(x / 3.0)
+    } else {
+        0.0
+    }
+}
+
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
     } else {
         0.0
     }
@@ -38,10 +73,10 @@ struct Window {
 }
 
 /// One window per output pixel of a pass that maps `in_size` pixels onto `out_size`.
-fn windows(in_size: u32, out_size: u32) -> Vec<Window> {
+fn windows(in_size: u32, out_size: u32, filter: Filter) -> Vec<Window> {
     let scale = in_size as f64 / out_size as f64;
     let filter_scale = scale.max(1.0);
-    let support = SUPPORT * filter_scale;
+    let support = filter.support() * filter_scale;
     let inverse = 1.0 / filter_scale;
     let one = (1u32 << PRECISION_BITS) as f64;
     (0..out_size)
@@ -50,7 +85,7 @@ fn windows(in_size: u32, out_size: u32) -> Vec<Window> {
             // `as` truncates toward zero, like the C casts these bounds are defined by.
             let first = ((center - support + 0.5) as i64).max(0);
             let end = ((center + support + 0.5) as i64).min(in_size as i64);
-            let raw: Vec<f64> = (first..end).map(|x| lanczos((x as f64 - center + 0.5) * inverse)).collect();
+            let raw: Vec<f64> = (first..end).map(|x| filter.weight((x as f64 - center + 0.5) * inverse)).collect();
             let total: f64 = raw.iter().sum();
             let weights = raw
                 .iter()
@@ -75,8 +110,8 @@ fn accumulate(values: impl Iterator<Item = u8>, weights: &[i32]) -> u8 {
     (sum >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-fn horizontal(img: &RgbImage, width: u32) -> RgbImage {
-    let windows = windows(img.width(), width);
+fn horizontal(img: &RgbImage, width: u32, filter: Filter) -> RgbImage {
+    let windows = windows(img.width(), width, filter);
     let (in_w, height) = (img.width() as usize, img.height());
     let src = img.as_raw();
     let mut out = Vec::with_capacity(width as usize * height as usize * 3);
@@ -92,8 +127,8 @@ fn horizontal(img: &RgbImage, width: u32) -> RgbImage {
     RgbImage::from_raw(width, height, out).expect("the buffer has width × height × 3 bytes")
 }
 
-fn vertical(img: &RgbImage, height: u32) -> RgbImage {
-    let windows = windows(img.height(), height);
+fn vertical(img: &RgbImage, height: u32, filter: Filter) -> RgbImage {
+    let windows = windows(img.height(), height, filter);
     let width = img.width() as usize;
     let src = img.as_raw();
     let mut out = Vec::with_capacity(width * height as usize * 3);
@@ -106,14 +141,19 @@ fn vertical(img: &RgbImage, height: u32) -> RgbImage {
     RgbImage::from_raw(width as u32, height, out).expect("the buffer has width × height × 3 bytes")
 }
 
-/// Resize an RGB image to `width × height` (both at least 1) as Pillow's `Image.resize((width, height),
-/// Image.LANCZOS)` does, byte for byte. A pass whose size does not change is skipped, as in Pillow.
-pub fn resize_lanczos(img: &RgbImage, width: u32, height: u32) -> RgbImage {
-    let mut out = if width != img.width() { horizontal(img, width) } else { img.clone() };
+/// Resize an RGB image to `width × height` (both at least 1) as Pillow's `Image.resize((width, height), filter)`
+/// does, byte for byte. A pass whose size does not change is skipped, as in Pillow.
+pub fn resize_pillow(img: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbImage {
+    let mut out = if width != img.width() { horizontal(img, width, filter) } else { img.clone() };
     if height != out.height() {
-        out = vertical(&out, height);
+        out = vertical(&out, height, filter);
     }
     out
+}
+
+/// [`resize_pillow`] with `Image.LANCZOS`.
+pub fn resize_lanczos(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    resize_pillow(img, width, height, Filter::Lanczos)
 }
 
 #[cfg(test)]
@@ -123,7 +163,7 @@ mod tests {
     #[test]
     fn weights_sum_to_one_and_flat_images_stay_flat() {
         for (from, to) in [(70, 64), (66, 64), (1000, 8), (8, 1000), (3, 1)] {
-            for win in windows(from, to) {
+            for win in windows(from, to, Filter::Lanczos).into_iter().chain(windows(from, to, Filter::Bicubic)) {
                 let total: i64 = win.weights.iter().map(|&w| w as i64).sum();
                 assert!((total - (1 << PRECISION_BITS)).abs() <= win.weights.len() as i64, "{from}→{to}: {total}");
                 assert!(win.first + win.weights.len() <= from as usize);
