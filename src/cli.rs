@@ -59,6 +59,8 @@ pub enum BenchKind {
     Collect(BenchCollectArgs),
     /// SAE training and encoding throughput against the PyTorch training loop of the same SAE.
     Sae(crate::cli_sae::BenchSaeArgs),
+    /// t-SNE and UMAP quality and time against scikit-learn and umap-learn (digits, optional embeddings).
+    Embed(crate::cli_embed::BenchEmbedArgs),
 }
 
 /// Flags of `sdscope bench collect` (defaults in [`sdscope::bench::collect::CollectBenchOptions`]).
@@ -158,6 +160,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     match &args.kind {
         Some(BenchKind::Collect(collect)) => return bench_collect(collect),
         Some(BenchKind::Sae(sae)) => return crate::cli_sae::bench_sae(sae),
+        Some(BenchKind::Embed(embed)) => return crate::cli_embed::bench_embed(embed),
         None => {}
     }
     let mut opts = sdscope::bench::BenchOptions::default();

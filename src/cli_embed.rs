@@ -1,4 +1,5 @@
-//! `sdscope embed`: CLIP image (and text) embeddings, or U-Net representations pooled over space.
+//! `sdscope embed`: CLIP image (and text) embeddings, or U-Net representations pooled over space; `sdscope
+//! project`: 2-D maps of them.
 
 use crate::cli_checks as checks;
 use sdscope::collection::shard_io::write_safetensors;
@@ -108,4 +109,111 @@ pub fn embed(a: &EmbedArgs) -> Result<()> {
 
 fn paths_json(paths: &[PathBuf]) -> Vec<String> {
     paths.iter().map(|p| p.display().to_string()).collect()
+}
+
+#[derive(clap::Args)]
+pub struct ProjectArgs {
+    /// A safetensors file of embeddings (`sdscope embed --out`).
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long, default_value = "image_embeds")]
+    pub key: String,
+    /// tsne, umap or pca.
+    #[arg(long, default_value = "tsne")]
+    pub method: String,
+    #[arg(long, default_value_t = 30.0)]
+    pub perplexity: f64,
+    /// UMAP's n_neighbors.
+    #[arg(long, default_value_t = 15)]
+    pub neighbors: usize,
+    /// UMAP's min_dist.
+    #[arg(long, default_value_t = 0.1)]
+    pub min_dist: f64,
+    /// euclidean or cosine.
+    #[arg(long, default_value = "euclidean")]
+    pub metric: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// t-SNE iterations.
+    #[arg(long, default_value_t = 1000)]
+    pub max_iter: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print {"trustworthiness": .., "knn_overlap": ..} (k = 15, Euclidean in the input space) on stdout.
+    #[arg(long)]
+    pub quality: bool,
+}
+
+pub fn project(a: &ProjectArgs) -> Result<()> {
+    use sdscope::project::{
+        knn_overlap, project, trustworthiness, Method, Metric, ProjectOptions, TsneOptions, UmapOptions,
+    };
+    checks::inputs_exist(&[a.input.as_path()])?;
+    checks::outputs_valid(&[("--out", Some(a.out.as_path()))])?;
+    let options = ProjectOptions {
+        method: Method::parse(&a.method)?,
+        metric: Metric::parse(&a.metric)?,
+        tsne: TsneOptions { perplexity: a.perplexity, seed: a.seed, max_iter: a.max_iter, ..TsneOptions::default() },
+        umap: UmapOptions { n_neighbors: a.neighbors, min_dist: a.min_dist, seed: a.seed, ..Default::default() },
+    };
+    let (mut tensors, _) = sdscope::tensor_io::load(&a.input)?;
+    let x = tensors.remove(&a.key).ok_or_else(|| {
+        let mut keys: Vec<String> = tensors.keys().cloned().collect();
+        keys.sort();
+        Error::invalid(
+            format!("--key {}", a.key),
+            format!("not in {}; it holds: {}", a.input.display(), keys.join(", ")),
+        )
+    })?;
+    if x.dim() != 2 {
+        return Err(Error::Shape {
+            context: "--input".into(),
+            why: format!("`{}` must be [N, D], got {:?}", a.key, x.size()),
+        });
+    }
+    let start = std::time::Instant::now();
+    let xy = project(&x, &options)?;
+    eprintln!("[sdscope] {} of {} points in {:.1} s", a.method, x.size()[0], start.elapsed().as_secs_f64());
+    checks::create_parents(&[Some(a.out.as_path())])?;
+    let meta = serde_json::json!({ "input": a.input.display().to_string(), "key": a.key, "method": a.method,
+        "metric": a.metric, "perplexity": a.perplexity, "seed": a.seed });
+    write_safetensors(&a.out, &[("xy", &xy)], &meta)?;
+    if a.quality {
+        let k = 15.min((x.size()[0] as usize).saturating_sub(1) / 2).max(1);
+        let q = serde_json::json!({ "trustworthiness": trustworthiness(&x, &xy, k)?, "knn_overlap": knn_overlap(&x, &xy, k)?, "k": k });
+        println!("{q}");
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct BenchEmbedArgs {
+    /// Embeddings to map besides digits (e.g. `sdscope embed --out` of real images with a real CLIP).
+    #[arg(long)]
+    pub embeddings: Option<PathBuf>,
+    #[arg(long, default_value = "image_embeds")]
+    pub key: String,
+    #[arg(long, default_value_t = 2)]
+    pub threads: i32,
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Python with scikit-learn and umap-learn (the analysis virtualenv by default).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+}
+
+/// `sdscope bench embed`: see [`sdscope::bench::embed::run`].
+pub fn bench_embed(a: &BenchEmbedArgs) -> Result<()> {
+    let mut o = sdscope::bench::embed::EmbedBenchOptions {
+        embeddings: a.embeddings.clone().map(|p| (p, a.key.clone())),
+        threads: a.threads,
+        ..Default::default()
+    };
+    if let Some(dir) = &a.work_dir {
+        o.work_dir = dir.clone();
+    }
+    if let Some(python) = &a.python {
+        o.python = python.clone();
+    }
+    sdscope::bench::embed::run(&o)
 }

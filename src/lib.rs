@@ -36,6 +36,7 @@ pub mod image_io;
 pub mod interventions;
 pub mod pipeline;
 pub mod posterior_cache;
+pub mod project;
 pub mod representations;
 pub mod sae;
 pub mod tensor_io;

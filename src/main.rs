@@ -8,6 +8,7 @@ mod cli;
 mod cli_checks;
 mod cli_collect;
 mod cli_embed;
+mod cli_map;
 mod cli_sae;
 
 #[derive(Parser)]
@@ -76,6 +77,13 @@ enum Command {
     Collect(Box<cli_collect::CollectArgs>),
     /// Image (and text) embeddings: CLIP features, or U-Net representations pooled over space.
     Embed(Box<cli_embed::EmbedArgs>),
+    /// A 2-D map (t-SNE, PCA) of embeddings, optionally with its quality.
+    Project(Box<cli_embed::ProjectArgs>),
+    /// The embedding map: a folder of images embedded with CLIP, projected to 2-D, as an interactive offline page.
+    Map(Box<cli_map::MapArgs>),
+    /// A map of random clusters with generated thumbnails, for timing the page in a browser.
+    #[command(hide = true)]
+    MapSynthetic(Box<cli_map::MapSyntheticArgs>),
     /// Sparse autoencoders on collected representations: train, encode, eval, top.
     Sae(cli_sae::SaeArgs),
     /// Time extraction (SD1.5) or, with `collect`, dataset collection (SDXL) against diffusers, random weights.
@@ -111,8 +119,11 @@ fn main() -> ExitCode {
         Command::Similarity(args) => cli::similarity(&args),
         Command::Explorer(args) => cli::explorer(&args),
         Command::Collect(args) => cli_collect::collect(&args),
+        Command::Map(args) => cli_map::map(&args),
+        Command::MapSynthetic(args) => cli_map::map_synthetic(&args),
         Command::Sae(args) => cli_sae::sae(&args),
         Command::Embed(args) => cli_embed::embed(&args),
+        Command::Project(args) => cli_embed::project(&args),
         Command::Bench(args) => cli::bench(&args),
         Command::BenchWorker(args) => sdscope::bench::worker(&args),
         Command::BenchCollectWorker(args) => sdscope::bench::collect::worker(&args),

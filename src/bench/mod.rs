@@ -9,6 +9,7 @@
 
 pub mod collect;
 mod collect_report;
+pub mod embed;
 pub mod memory;
 mod report;
 pub mod sae;

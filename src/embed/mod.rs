@@ -9,6 +9,7 @@
 //! # Ok::<(), sdscope::Error>(())
 //! ```
 
+pub mod map;
 pub mod processor;
 
 use crate::config::ClipConfig;

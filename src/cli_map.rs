@@ -1,0 +1,140 @@
+//! `sdscope map`: a folder of images (sub-folder = label) embedded with CLIP, projected to 2-D and written as the
+//! interactive embedding map (a standalone, offline HTML page).
+
+use crate::cli_checks as checks;
+use sdscope::collection::sources::list_images;
+use sdscope::embed::map::{EmbeddingMap, MapOptions, Thumbnails};
+use sdscope::embed::ClipModel;
+use sdscope::project::{project, Method, Metric, ProjectOptions};
+use sdscope::{Error, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct MapArgs {
+    /// A folder of images, searched recursively; an image's label is its sub-folder (relative to DIR).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// A CLIP model: folder, hub repo id or alias.
+    #[arg(long, default_value = "clip-vit-base-patch32")]
+    pub model: String,
+    /// umap, tsne or pca.
+    #[arg(long, default_value = "umap")]
+    pub method: String,
+    /// euclidean or cosine: for the projection and for the nearest neighbours.
+    #[arg(long, default_value = "cosine")]
+    pub metric: String,
+    /// Nearest neighbours listed per point.
+    #[arg(long, default_value_t = 10)]
+    pub neighbours: usize,
+    /// Longest side of the thumbnails in pixels.
+    #[arg(long, default_value_t = 64)]
+    pub thumb: u32,
+    /// JPEG quality of the thumbnails.
+    #[arg(long, default_value_t = 80)]
+    pub quality: u8,
+    /// At most this many images (the first in sorted path order).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// A JSON object of captions (prompts) by image path relative to DIR, or by file name; default
+    /// DIR/captions.json when it exists. Images without one are captioned with their path.
+    #[arg(long)]
+    pub captions: Option<PathBuf>,
+    /// Images per CLIP forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub html: PathBuf,
+}
+
+/// `sdscope map-synthetic`: a map of random clusters with generated thumbnails, for timing the page.
+#[derive(clap::Args)]
+pub struct MapSyntheticArgs {
+    #[arg(long, default_value_t = 10_000)]
+    pub n: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub html: PathBuf,
+}
+
+fn report(map: &EmbeddingMap, html: &Path, seconds: f64) -> Result<()> {
+    let bytes = std::fs::metadata(html).map_err(|e| Error::io(html, e))?.len() as f64;
+    let thumbnails: usize = map.atlases().iter().map(|a| a.len()).sum();
+    let n = map.len().max(1) as f64;
+    eprintln!(
+        "[sdscope] wrote {} ({} points, {:.2} MB, {:.0} bytes per point of which {:.0} thumbnail JPEG) in {seconds:.1} s",
+        html.display(),
+        map.len(),
+        bytes / 1e6,
+        bytes / n,
+        thumbnails as f64 / n
+    );
+    Ok(())
+}
+
+fn read_captions(path: Option<PathBuf>) -> Result<HashMap<String, String>> {
+    let Some(path) = path else { return Ok(HashMap::new()) };
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| {
+        Error::invalid(format!("--captions {}", path.display()), format!("needs a JSON object of strings: {e}"))
+    })
+}
+
+pub fn map(a: &MapArgs) -> Result<()> {
+    checks::outputs_valid(&[("--html", Some(a.html.as_path()))])?;
+    let method = Method::parse(&a.method)?;
+    let metric = Metric::parse(&a.metric)?;
+    let start = std::time::Instant::now();
+    let items = list_images(&a.dir, a.limit)?;
+    if items.len() < 2 {
+        return Err(Error::invalid(format!("--dir {}", a.dir.display()), "a map needs at least 2 images"));
+    }
+    let paths: Vec<PathBuf> = items.iter().map(|i| i.path.clone()).collect();
+    let labels: Vec<String> = items.iter().map(|i| i.label.clone().unwrap_or_else(|| "(no folder)".into())).collect();
+    let given =
+        read_captions(a.captions.clone().or_else(|| Some(a.dir.join("captions.json")).filter(|p| p.is_file())))?;
+    let captions: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            let relative = p.strip_prefix(&a.dir).unwrap_or(p).to_string_lossy().replace('\\', "/");
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            given.get(&relative).or_else(|| given.get(&name)).cloned().unwrap_or(relative)
+        })
+        .collect();
+    let clip = ClipModel::load_with(&a.model, sdscope::pipeline::LoadOptions::default())?;
+    let embeds = clip.image_embeds(&paths, a.batch, true)?;
+    let n = paths.len();
+    let mut options = ProjectOptions { method, metric, ..ProjectOptions::default() };
+    // t-SNE needs perplexity < n and UMAP fewer neighbours than points: small folders get smaller ones.
+    options.tsne.perplexity = options.tsne.perplexity.min(((n - 1) as f64 / 3.0).max(1.0));
+    options.tsne.seed = a.seed;
+    options.umap.n_neighbors = options.umap.n_neighbors.min(n - 1).max(2);
+    options.umap.seed = a.seed;
+    let t = std::time::Instant::now();
+    let xy = project(&embeds, &options)?;
+    eprintln!("[sdscope] {} of {n} points in {:.1} s", a.method, t.elapsed().as_secs_f64());
+    let map_options = MapOptions {
+        k: a.neighbours,
+        metric,
+        thumb_px: a.thumb,
+        jpeg_quality: a.quality,
+        title: format!("{} · {} · {}", a.dir.display(), a.model, a.method),
+        ..MapOptions::default()
+    };
+    let map = EmbeddingMap::new(&xy, &embeds, labels, captions, Thumbnails::Paths(&paths), &map_options)?;
+    checks::create_parents(&[Some(a.html.as_path())])?;
+    map.save_html(&a.html)?;
+    report(&map, &a.html, start.elapsed().as_secs_f64())
+}
+
+pub fn map_synthetic(a: &MapSyntheticArgs) -> Result<()> {
+    checks::outputs_valid(&[("--html", Some(a.html.as_path()))])?;
+    let start = std::time::Instant::now();
+    let map = EmbeddingMap::synthetic(a.n, a.seed)?;
+    checks::create_parents(&[Some(a.html.as_path())])?;
+    map.save_html(&a.html)?;
+    report(&map, &a.html, start.elapsed().as_secs_f64())
+}
