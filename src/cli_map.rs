@@ -83,6 +83,41 @@ fn read_captions(path: Option<PathBuf>) -> Result<HashMap<String, String>> {
     })
 }
 
+/// The layout of the well-known CLIP + t-SNE walkthrough: `DIR/<concept><i>.jpg` beside `DIR/<concept>.json`, a
+/// JSON list whose i-th entry is the prompt of image i. Such an image's label is the concept, its caption the prompt.
+#[derive(Default)]
+struct Walkthrough {
+    prompts: HashMap<String, Option<Vec<String>>>,
+}
+
+impl Walkthrough {
+    fn concept(&mut self, dir: &Path, path: &Path) -> Result<Option<(String, Option<String>)>> {
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let concept = stem.trim_end_matches(|c: char| c.is_ascii_digit());
+        let Ok(index) = stem[concept.len()..].parse::<usize>() else { return Ok(None) };
+        if concept.is_empty() {
+            return Ok(None);
+        }
+        if !self.prompts.contains_key(concept) {
+            let file = dir.join(format!("{concept}.json"));
+            let prompts = if file.is_file() {
+                let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+                let list: Vec<String> = serde_json::from_str(&text).map_err(|e| {
+                    Error::invalid(format!("{}", file.display()), format!("needs a JSON list of prompts: {e}"))
+                })?;
+                Some(list)
+            } else {
+                None
+            };
+            self.prompts.insert(concept.to_string(), prompts);
+        }
+        Ok(match self.prompts.get(concept) {
+            Some(Some(list)) => Some((concept.to_string(), list.get(index).cloned())),
+            _ => None,
+        })
+    }
+}
+
 pub fn map(a: &MapArgs) -> Result<()> {
     checks::outputs_valid(&[("--html", Some(a.html.as_path()))])?;
     let method = Method::parse(&a.method)?;
@@ -93,15 +128,32 @@ pub fn map(a: &MapArgs) -> Result<()> {
         return Err(Error::invalid(format!("--dir {}", a.dir.display()), "a map needs at least 2 images"));
     }
     let paths: Vec<PathBuf> = items.iter().map(|i| i.path.clone()).collect();
-    let labels: Vec<String> = items.iter().map(|i| i.label.clone().unwrap_or_else(|| "(no folder)".into())).collect();
+    let mut walkthrough = Walkthrough::default();
+    let concepts: Vec<Option<(String, Option<String>)>> = items
+        .iter()
+        .map(|i| if i.label.is_none() { walkthrough.concept(&a.dir, &i.path) } else { Ok(None) })
+        .collect::<Result<_>>()?;
+    let labels: Vec<String> = items
+        .iter()
+        .zip(&concepts)
+        .map(|(i, c)| {
+            i.label.clone().or_else(|| c.as_ref().map(|c| c.0.clone())).unwrap_or_else(|| "(no folder)".into())
+        })
+        .collect();
     let given =
         read_captions(a.captions.clone().or_else(|| Some(a.dir.join("captions.json")).filter(|p| p.is_file())))?;
     let captions: Vec<String> = paths
         .iter()
-        .map(|p| {
+        .zip(&concepts)
+        .map(|(p, c)| {
             let relative = p.strip_prefix(&a.dir).unwrap_or(p).to_string_lossy().replace('\\', "/");
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            given.get(&relative).or_else(|| given.get(&name)).cloned().unwrap_or(relative)
+            given
+                .get(&relative)
+                .or_else(|| given.get(&name))
+                .cloned()
+                .or_else(|| c.as_ref().and_then(|c| c.1.clone()))
+                .unwrap_or(relative)
         })
         .collect();
     let clip = ClipModel::load_with(&a.model, sdscope::pipeline::LoadOptions::default())?;

@@ -191,3 +191,39 @@ fn map_command_writes_a_page() {
         .unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--method nope"));
 }
+
+/// The walkthrough's layout: `concept{i}.jpg` beside `concept.json` (its prompts, in order) gives labels and captions;
+/// the default method is UMAP.
+#[test]
+fn map_reads_the_walkthrough_layout() {
+    let dir = scratch("map-walkthrough");
+    let images = dir.join("lexica");
+    std::fs::create_dir_all(&images).unwrap();
+    let sources = ["square.png", "wide.png", "odd.png", "tall_odd.png"];
+    for concept in ["cat", "castle"] {
+        for (i, name) in sources.iter().enumerate() {
+            std::fs::copy(fixtures().join("images").join(name), images.join(format!("{concept}{i}.png"))).unwrap();
+        }
+        let prompts: Vec<String> = (0..sources.len()).map(|i| format!("{concept} prompt {i}")).collect();
+        std::fs::write(images.join(format!("{concept}.json")), serde_json::to_string(&prompts).unwrap()).unwrap();
+    }
+    let out = dir.join("map.html");
+    run_ok(
+        sdscope()
+            .args(["map", "--dir"])
+            .arg(&images)
+            .arg("--model")
+            .arg(fixtures().join("clip/quick_gelu_p8"))
+            .args(["--html"])
+            .arg(&out),
+    );
+    let html = std::fs::read_to_string(&out).unwrap();
+    // Sorted paths: castle0..3, then cat0..3.
+    assert!(html.contains(r#""labels":["castle","cat"]"#) && html.contains(r#""label":[0,0,0,0,1,1,1,1]"#), "labels");
+    for concept in ["cat", "castle"] {
+        for i in 0..sources.len() {
+            assert!(html.contains(&format!("{concept} prompt {i}")), "caption {concept} {i}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -357,7 +357,12 @@ fn optimize(layout: &mut [f32], graph: &[Edge], epochs: usize, ab: (f64, f64), o
             }
             let (j, k) = (edge.head, edge.tail);
             let dist = d2(layout, j, k);
-            let coeff = if dist > 0.0 { -2.0 * a * b * dist.powf(b - 1.0) / (a * dist.powf(b) + 1.0) } else { 0.0 };
+            let coeff = if dist > 0.0 {
+                let pow_b = dist.powf(b); // d^(b−1) = d^b / d: one powf instead of two
+                -2.0 * a * b * (pow_b / dist) / (a * pow_b + 1.0)
+            } else {
+                0.0
+            };
             for d in 0..2 {
                 let grad = step(coeff * (layout[2 * j + d] - layout[2 * k + d]) as f64);
                 layout[2 * j + d] += grad;
