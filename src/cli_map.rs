@@ -2,7 +2,9 @@
 //! interactive embedding map (a standalone, offline HTML page).
 
 use crate::cli_checks as checks;
+use sdscope::collection::layout::MANIFEST_FILE;
 use sdscope::collection::sources::list_images;
+use sdscope::collection::Collection;
 use sdscope::embed::map::{EmbeddingMap, MapOptions, Thumbnails};
 use sdscope::embed::ClipModel;
 use sdscope::project::{project, Method, Metric, ProjectOptions};
@@ -120,13 +122,14 @@ impl Walkthrough {
 
 pub fn map(a: &MapArgs) -> Result<()> {
     checks::outputs_valid(&[("--html", Some(a.html.as_path()))])?;
-    let method = Method::parse(&a.method)?;
-    let metric = Metric::parse(&a.metric)?;
+    Method::parse(&a.method)?; // checked before any image is read
+    Metric::parse(&a.metric)?;
     let start = std::time::Instant::now();
-    let items = list_images(&a.dir, a.limit)?;
-    if items.len() < 2 {
-        return Err(Error::invalid(format!("--dir {}", a.dir.display()), "a map needs at least 2 images"));
+    if a.dir.join(MANIFEST_FILE).is_file() {
+        let (paths, labels, captions) = collection_images(&a.dir, a.limit)?;
+        return map_images(a, paths, labels, captions, start);
     }
+    let items = list_images(&a.dir, a.limit)?;
     let paths: Vec<PathBuf> = items.iter().map(|i| i.path.clone()).collect();
     let mut walkthrough = Walkthrough::default();
     let concepts: Vec<Option<(String, Option<String>)>> = items
@@ -156,6 +159,43 @@ pub fn map(a: &MapArgs) -> Result<()> {
                 .unwrap_or(relative)
         })
         .collect();
+    map_images(a, paths, labels, captions, start)
+}
+
+/// The kept images of a collection (`collect --keep-images`): label and caption are each item's prompt.
+fn collection_images(dir: &Path, limit: Option<usize>) -> Result<(Vec<PathBuf>, Vec<String>, Vec<String>)> {
+    let collection = Collection::open(dir)?;
+    let (mut paths, mut prompts) = (Vec::new(), Vec::new());
+    for shard in 0..collection.shard_count() {
+        let shard_dir = collection.complete_shard(shard)?;
+        for row in collection.items(shard)? {
+            if let (Some(file), Some(prompt)) = (row["image_file"].as_str(), row["prompt"].as_str()) {
+                paths.push(shard_dir.join(file));
+                prompts.push(prompt.to_string());
+            }
+        }
+    }
+    if paths.is_empty() {
+        let why = "its items have no kept images with prompts: collect from prompts with --keep-images";
+        return Err(Error::invalid(format!("collection {}", dir.display()), why));
+    }
+    paths.truncate(limit.unwrap_or(usize::MAX));
+    prompts.truncate(paths.len());
+    Ok((paths, prompts.clone(), prompts))
+}
+
+fn map_images(
+    a: &MapArgs,
+    paths: Vec<PathBuf>,
+    labels: Vec<String>,
+    captions: Vec<String>,
+    start: std::time::Instant,
+) -> Result<()> {
+    if paths.len() < 2 {
+        return Err(Error::invalid(format!("--dir {}", a.dir.display()), "a map needs at least 2 images"));
+    }
+    let method = Method::parse(&a.method)?;
+    let metric = Metric::parse(&a.metric)?;
     let clip = ClipModel::load_with(&a.model, sdscope::pipeline::LoadOptions::default())?;
     let embeds = clip.image_embeds(&paths, a.batch, true)?;
     let n = paths.len();

@@ -227,3 +227,53 @@ fn map_reads_the_walkthrough_layout() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A collection with kept images maps as is: one point per kept image, labelled and captioned by its prompt.
+#[test]
+fn map_reads_a_collection() {
+    let dir = scratch("map-collection");
+    let prompts = dir.join("prompts.txt");
+    std::fs::write(&prompts, "a red cube\na photo of a cat\ngreen hills\na <b>bold</b> prompt\n").unwrap();
+    let collection = dir.join("collection");
+    let model = fixtures().join("sdxl");
+    run_ok(
+        sdscope()
+            .args(["collect", "--model"])
+            .arg(&model)
+            .arg("--prompts")
+            .arg(&prompts)
+            .args([
+                "--positions",
+                "mid_block",
+                "--steps",
+                "1",
+                "--guidance",
+                "0",
+                "--width",
+                "64",
+                "--height",
+                "64",
+                "--keep-images",
+                "--shards",
+                "2",
+                "--out",
+            ])
+            .arg(&collection),
+    );
+    let out = dir.join("map.html");
+    run_ok(
+        sdscope()
+            .args(["map", "--dir"])
+            .arg(&collection)
+            .arg("--model")
+            .arg(fixtures().join("clip/quick_gelu_p8"))
+            .args(["--method", "pca", "--html"])
+            .arg(&out),
+    );
+    let html = std::fs::read_to_string(&out).unwrap();
+    for prompt in ["a red cube", "a photo of a cat", "green hills", "a \\u003cb>bold\\u003c/b> prompt"] {
+        assert!(html.contains(prompt), "{prompt}");
+    }
+    assert!(html.contains(r#""label":[0,1,2,3]"#), "one label per prompt, in collection order");
+    let _ = std::fs::remove_dir_all(dir);
+}
