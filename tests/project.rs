@@ -89,6 +89,13 @@ fn quality_errors_are_typed() {
         ProjectOptions { tsne: TsneOptions { perplexity: 10.0, ..Default::default() }, ..Default::default() };
     assert!(project(&x, &too_high).is_err(), "perplexity must be below n");
     assert!(Method::parse("mds").is_err());
+    let with_nan = x.copy();
+    let _ = with_nan.get(3).get(1).fill_(f64::NAN);
+    for method in [Method::Pca, Method::Tsne, Method::Umap] {
+        let options = ProjectOptions { method, ..Default::default() };
+        assert!(project(&with_nan, &options).is_err(), "{method:?} on NaN input");
+        assert!(project(&x.flatten(0, -1), &options).is_err(), "{method:?} on a 1-D input");
+    }
 }
 
 /// Our exact t-SNE (scikit-learn's defaults, seed 0) keeps neighbourhoods of `digits` at least as well as

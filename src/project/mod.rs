@@ -1,5 +1,5 @@
-//! 2-D maps of embeddings: PCA and exact t-SNE (scikit-learn's semantics), UMAP (umap-learn's), and how well a map
-//! keeps neighbourhoods (trustworthiness, kNN overlap). Barnes-Hut t-SNE for large sets is not written yet.
+//! 2-D maps of embeddings: PCA and t-SNE (scikit-learn's semantics, exact or Barnes-Hut), UMAP (umap-learn's), and
+//! how well a map keeps neighbourhoods (trustworthiness, kNN overlap).
 //!
 //! ```no_run
 //! use sdscope::project::{project, trustworthiness, Method, ProjectOptions};
@@ -13,12 +13,14 @@ mod pca;
 mod plot;
 mod quality;
 mod tsne;
+mod tsne_bh;
 mod umap;
 
 pub use pca::{pca, Pca};
 pub use plot::scatter_plot;
 pub use quality::{knn_overlap, trustworthiness};
-pub use tsne::{tsne, TsneOptions};
+pub use tsne::{tsne, TsneMethod, TsneOptions};
+pub use tsne_bh::{exact_and_barnes_hut_gradients, tsne_barnes_hut};
 pub use umap::{find_ab_params, umap, UmapOptions};
 
 use crate::error::{Error, Result};
@@ -94,6 +96,12 @@ impl Default for ProjectOptions {
 /// # Shapes
 /// `x [n, d]` → `[n, 2]` float32.
 pub fn project(x: &Tensor, options: &ProjectOptions) -> Result<Tensor> {
+    if x.dim() != 2 {
+        return Err(Error::Shape { context: "projection input".into(), why: format!("expected [n, d], got {:?}", x.size()) });
+    }
+    if !bool::try_from(x.f_isfinite()?.f_all()?)? {
+        return Err(Error::invalid("projection input", "holds NaN or infinite values"));
+    }
     let prepared = options.metric.prepare(x)?;
     match options.method {
         Method::Pca => pca(&prepared, 2),

@@ -1,8 +1,9 @@
-//! Exact t-SNE with scikit-learn's semantics (`TSNE(method="exact")` and its defaults since 1.2): perplexity
-//! calibrated per point by binary search, joint probabilities, PCA initialisation scaled to a standard deviation
-//! of 1e-4, early exaggeration 12 for 250 iterations with momentum 0.5, then momentum 0.8, learning rate "auto"
-//! (`max(n / 12 / 4, 50)`), gains (+0.2 / ×0.8, at least 0.01). O(n²) memory and time per iteration: meant for up
-//! to ~10⁴ points.
+//! t-SNE with scikit-learn's semantics (`TSNE` and its defaults since 1.2): perplexity calibrated per point by
+//! binary search, joint probabilities, PCA initialisation scaled to a standard deviation of 1e-4, early
+//! exaggeration 12 for 250 iterations with momentum 0.5, then momentum 0.8, learning rate "auto"
+//! (`max(n / 12 / 4, 50)`), gains (+0.2 / ×0.8, at least 0.01). Two gradients: exact (`method="exact"`, here; O(n²)
+//! memory and time per iteration) and Barnes-Hut (`method="barnes_hut"`, [`super::tsne_barnes_hut`]; sparse kNN
+//! affinities and a quadtree, O(n log n)). [`TsneMethod::Auto`] picks exact up to 5000 points.
 
 use super::pca::pca;
 use super::quality::squared_distances;
@@ -19,7 +20,23 @@ pub struct TsneOptions {
     /// Initialise from PCA (scikit-learn's default) or from a seeded Gaussian of standard deviation 1e-4.
     pub pca_init: bool,
     pub seed: u64,
+    pub method: TsneMethod,
 }
+
+/// Which gradient t-SNE uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TsneMethod {
+    /// Exact up to 5000 points, Barnes-Hut with angle 0.5 beyond.
+    Auto,
+    /// All pairs: O(n²) memory and time.
+    Exact,
+    /// scikit-learn's `method="barnes_hut"`: cells seen under less than `angle` (0 to 1; 0 opens every cell) are
+    /// summarised by their centre of mass.
+    BarnesHut { angle: f64 },
+}
+
+/// The most points [`TsneMethod::Auto`] runs the exact gradient on.
+const AUTO_EXACT_MAX: usize = 5000;
 
 impl Default for TsneOptions {
     fn default() -> Self {
@@ -30,6 +47,7 @@ impl Default for TsneOptions {
             max_iter: 1000,
             pca_init: true,
             seed: 0,
+            method: TsneMethod::Auto,
         }
     }
 }
@@ -37,15 +55,22 @@ impl Default for TsneOptions {
 const EXPLORATION_ITERS: usize = 250;
 
 /// Conditional probabilities p(j|i) with each row's precision found by bisection so that its entropy is
-/// `ln(perplexity)` (tolerance 1e-5, at most 100 steps), as scikit-learn's `_binary_search_perplexity`.
-fn conditional_probabilities(d: &Tensor, perplexity: f64) -> Result<Tensor> {
+/// `ln(perplexity)` (tolerance 1e-5, at most 100 steps), as scikit-learn's `_binary_search_perplexity`. Rows of a
+/// square `d` leave out j = i; rows of kNN distances (`square` false) keep every column.
+/// # Shapes
+/// `d [n, m]` squared distances (float64) → `[n, m]`.
+pub(super) fn conditional_probabilities(d: &Tensor, perplexity: f64, square: bool) -> Result<Tensor> {
     let n = d.size()[0];
     let target = perplexity.ln();
-    let off_diagonal = Tensor::f_eye(n, (Kind::Double, d.device()))?.f_neg()?.f_add_scalar(1.0)?;
+    let off_diagonal = if square {
+        Tensor::f_eye(n, (Kind::Double, d.device()))?.f_neg()?.f_add_scalar(1.0)?
+    } else {
+        Tensor::f_ones_like(d)?
+    };
     let mut beta = Tensor::ones([n, 1], (Kind::Double, d.device()));
     let mut lo = Tensor::full([n, 1], f64::NEG_INFINITY, (Kind::Double, d.device()));
     let mut hi = Tensor::full([n, 1], f64::INFINITY, (Kind::Double, d.device()));
-    let mut p = Tensor::zeros([n, n], (Kind::Double, d.device()));
+    let mut p = Tensor::f_zeros_like(d)?;
     for _ in 0..100 {
         let raw = d.f_mul(&beta)?.f_neg()?.f_exp()?.f_mul(&off_diagonal)?;
         let sum = raw.f_sum_dim_intlist([1i64].as_slice(), true, Kind::Double)?;
@@ -71,10 +96,21 @@ fn conditional_probabilities(d: &Tensor, perplexity: f64) -> Result<Tensor> {
     Ok(p)
 }
 
-/// A 2-D t-SNE map of the rows of `x`.
+/// A 2-D t-SNE map of the rows of `x`, by the gradient `options.method` picks.
 /// # Shapes
 /// `x [n, d]` → `[n, 2]` float32.
 pub fn tsne(x: &Tensor, options: &TsneOptions) -> Result<Tensor> {
+    let n = check_input(x, options)?;
+    match options.method {
+        TsneMethod::Exact => tsne_exact(x, options),
+        TsneMethod::Auto if n <= AUTO_EXACT_MAX => tsne_exact(x, options),
+        TsneMethod::Auto => super::tsne_barnes_hut(x, options, 0.5),
+        TsneMethod::BarnesHut { angle } => super::tsne_barnes_hut(x, options, angle),
+    }
+}
+
+/// The number of rows, once `x` and the perplexity are known to suit t-SNE.
+pub(super) fn check_input(x: &Tensor, options: &TsneOptions) -> Result<usize> {
     let n = x.size().first().copied().unwrap_or(0);
     if x.dim() != 2 || n < 4 {
         return Err(Error::Shape {
@@ -87,32 +123,55 @@ pub fn tsne(x: &Tensor, options: &TsneOptions) -> Result<Tensor> {
             format!("must be positive and below the number of points ({n})"),
         ));
     }
+    Ok(n as usize)
+}
+
+fn tsne_exact(x: &Tensor, options: &TsneOptions) -> Result<Tensor> {
     let _guard = tch::no_grad_guard();
     let d = squared_distances(x)?;
-    let conditional = conditional_probabilities(&d, options.perplexity)?;
+    let conditional = conditional_probabilities(&d, options.perplexity, true)?;
     let joint = conditional.f_add(&conditional.f_tr()?)?;
     let p = joint
         .f_div_scalar(joint.f_sum(Kind::Double)?.f_double_value(&[])?.max(f64::EPSILON))?
         .f_clamp_min(f64::EPSILON)?;
-    let p = p.f_to_kind(Kind::Float)?;
+    let p = Vec::<f32>::try_from(p.f_to_kind(Kind::Float)?.f_flatten(0, -1)?)?;
+    let y = initial_embedding(x, options)?;
+    let threads = (tch::get_num_threads().max(1) as usize).min(y.len() / 2);
+    optimise(y, options, |y, exaggeration| gradient(&p, y, exaggeration, threads))
+}
 
+/// PCA scaled to a standard deviation of 1e-4 on the first axis (scikit-learn's `init="pca"`), or a seeded
+/// Gaussian of standard deviation 1e-4.
+/// # Shapes
+/// `x [n, d]` → `[n·2]` row-major.
+pub(super) fn initial_embedding(x: &Tensor, options: &TsneOptions) -> Result<Vec<f32>> {
+    let _guard = tch::no_grad_guard();
     let y = if options.pca_init {
         let y = pca(x, 2)?;
         let std = y.f_select(1, 0)?.f_std(false)?.f_double_value(&[])?; // numpy's std: population
         y.f_div_scalar(std.max(f64::MIN_POSITIVE))?.f_mul_scalar(1e-4)?
     } else {
-        super::seeded_normal(&[n, 2], options.seed)?.f_mul_scalar(1e-4)?
+        super::seeded_normal(&[x.size()[0], 2], options.seed)?.f_mul_scalar(1e-4)?
     };
+    Ok(Vec::<f32>::try_from(y.f_to_kind(Kind::Float)?.f_flatten(0, -1)?)?)
+}
+
+/// Gradient descent with exaggeration, momentum, gains and learning rate as scikit-learn's `_gradient_descent`
+/// calls; `gradient(y, exaggeration)` is ∂C/∂y.
+/// # Shapes
+/// `y [n·2]` row-major → `[n, 2]` float32.
+pub(super) fn optimise(
+    mut y: Vec<f32>,
+    options: &TsneOptions,
+    mut gradient: impl FnMut(&[f32], f32) -> Result<Vec<f32>>,
+) -> Result<Tensor> {
+    let n = y.len() / 2;
     let lr = options.learning_rate.unwrap_or_else(|| (n as f64 / options.early_exaggeration / 4.0).max(50.0));
-    let p = Vec::<f32>::try_from(p.f_flatten(0, -1)?)?;
-    let mut y = Vec::<f32>::try_from(y.f_to_kind(Kind::Float)?.f_flatten(0, -1)?)?;
-    let n = n as usize;
     let (mut update, mut gains) = (vec![0f32; 2 * n], vec![1f32; 2 * n]);
-    let threads = (tch::get_num_threads().max(1) as usize).min(n);
     for it in 0..options.max_iter {
         let (exaggeration, momentum) =
             if it < EXPLORATION_ITERS { (options.early_exaggeration as f32, 0.5) } else { (1.0, 0.8) };
-        let grad = gradient(&p, &y, exaggeration, threads)?;
+        let grad = gradient(&y, exaggeration)?;
         for i in 0..2 * n {
             gains[i] = if update[i] * grad[i] < 0.0 { gains[i] + 0.2 } else { gains[i] * 0.8 }.max(0.01);
             update[i] = momentum * update[i] - lr as f32 * gains[i] * grad[i];
@@ -164,7 +223,7 @@ fn row_sums(p: &[f32], (y0, y1): (&[f32], &[f32]), rows: std::ops::Range<usize>,
 /// over threads; each row is summed in order, so the result does not depend on the thread count.
 /// # Shapes
 /// `p [n·n]`, `y [n·2]` (row-major) → `[n·2]`.
-fn gradient(p: &[f32], y: &[f32], exaggeration: f32, threads: usize) -> Result<Vec<f32>> {
+pub(super) fn gradient(p: &[f32], y: &[f32], exaggeration: f32, threads: usize) -> Result<Vec<f32>> {
     let n = y.len() / 2;
     let per = n.div_ceil(threads);
     let columns: (Vec<f32>, Vec<f32>) = y.chunks_exact(2).map(|c| (c[0], c[1])).unzip();
