@@ -141,6 +141,9 @@ fn bad_inputs_are_typed_errors() {
     assert_eq!(tsne_barnes_hut(&x, &ok, 0.5).unwrap().size(), [30, 2]);
     assert!(tsne_barnes_hut(&x.flatten(0, -1), &ok, 0.5).is_err(), "1-D input");
     assert!(tsne_barnes_hut(&x.narrow(0, 0, 3), &ok, 0.5).is_err(), "fewer than 4 points");
+    let with_nan = x.copy();
+    let _ = with_nan.get(3).get(1).fill_(f64::NAN);
+    assert!(tsne_barnes_hut(&with_nan, &ok, 0.5).is_err(), "NaN input");
     let p = Tensor::ones([30, 30], (Kind::Float, Device::Cpu));
     assert!(exact_and_barnes_hut_gradients(&p, &x, 1.0, 0.0).is_err(), "Y must be [n, 2]");
     assert!(exact_and_barnes_hut_gradients(&p.narrow(0, 0, 29), &x.narrow(1, 0, 2), 1.0, 0.0).is_err());

@@ -97,7 +97,10 @@ impl Default for ProjectOptions {
 /// `x [n, d]` → `[n, 2]` float32.
 pub fn project(x: &Tensor, options: &ProjectOptions) -> Result<Tensor> {
     if x.dim() != 2 {
-        return Err(Error::Shape { context: "projection input".into(), why: format!("expected [n, d], got {:?}", x.size()) });
+        return Err(Error::Shape {
+            context: "projection input".into(),
+            why: format!("expected [n, d], got {:?}", x.size()),
+        });
     }
     if !bool::try_from(x.f_isfinite()?.f_all()?)? {
         return Err(Error::invalid("projection input", "holds NaN or infinite values"));

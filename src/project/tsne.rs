@@ -117,6 +117,9 @@ pub(super) fn check_input(x: &Tensor, options: &TsneOptions) -> Result<usize> {
             context: "t-SNE".into(), why: format!("expected [n ≥ 4, d], got {:?}", x.size())
         });
     }
+    if !bool::try_from(x.f_isfinite()?.f_all()?)? {
+        return Err(Error::invalid("t-SNE input", "holds NaN or infinite values"));
+    }
     if !(options.perplexity > 0.0 && options.perplexity < n as f64) {
         return Err(Error::invalid(
             format!("perplexity {}", options.perplexity),
