@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_close, rel_l2, run_ok, scratch, sdscope};
-use sdscope::project::{knn_overlap, project, trustworthiness, Method, Pca, ProjectOptions, TsneOptions};
+use sdscope::project::{knn_overlap, project, trustworthiness, Method, Pca, ProjectOptions, TsneMethod, TsneOptions};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -98,7 +98,7 @@ fn quality_errors_are_typed() {
     }
 }
 
-/// Our exact t-SNE (scikit-learn's defaults, seed 0) keeps neighbourhoods of `digits` at least as well as
+/// Our exact t-SNE (scikit-learn's defaults, seed 0; `tests/tsne_bh.rs` does the same for Barnes-Hut) keeps neighbourhoods of `digits` at least as well as
 /// 0.99 × scikit-learn's Barnes-Hut TSNE over three seeds, and far better than the PCA baseline.
 #[test]
 fn tsne_quality_on_digits() {
@@ -108,7 +108,9 @@ fn tsne_quality_on_digits() {
     let theirs_overlap = info["min_over_seeds"]["knn_overlap"].as_f64().unwrap();
     let pca_trust = info["baselines"]["pca"]["trustworthiness"]["stable"].as_f64().unwrap();
     let start = std::time::Instant::now();
-    let xy = project(&x, &ProjectOptions::default()).unwrap();
+    let exact =
+        ProjectOptions { tsne: TsneOptions { method: TsneMethod::Exact, ..Default::default() }, ..Default::default() };
+    let xy = project(&x, &exact).unwrap();
     let seconds = start.elapsed().as_secs_f64();
     assert_eq!(xy.size(), [1797, 2]);
     let trust = trustworthiness(&x, &xy, 15).unwrap();

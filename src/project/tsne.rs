@@ -3,7 +3,8 @@
 //! exaggeration 12 for 250 iterations with momentum 0.5, then momentum 0.8, learning rate "auto"
 //! (`max(n / 12 / 4, 50)`), gains (+0.2 / ×0.8, at least 0.01). Two gradients: exact (`method="exact"`, here; O(n²)
 //! memory and time per iteration) and Barnes-Hut (`method="barnes_hut"`, [`super::tsne_barnes_hut`]; sparse kNN
-//! affinities and a quadtree, O(n log n)). [`TsneMethod::Auto`] picks exact up to 5000 points.
+//! affinities and a quadtree, O(n log n)). [`TsneMethod::Auto`] picks exact up to 1000 points (as fast there, and
+//! no approximation), Barnes-Hut beyond, scikit-learn's default method.
 
 use super::pca::pca;
 use super::quality::squared_distances;
@@ -26,7 +27,7 @@ pub struct TsneOptions {
 /// Which gradient t-SNE uses.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum TsneMethod {
-    /// Exact up to 5000 points, Barnes-Hut with angle 0.5 beyond.
+    /// Exact up to 1000 points, Barnes-Hut with angle 0.5 beyond.
     Auto,
     /// All pairs: O(n²) memory and time.
     Exact,
@@ -36,7 +37,7 @@ pub enum TsneMethod {
 }
 
 /// The most points [`TsneMethod::Auto`] runs the exact gradient on.
-const AUTO_EXACT_MAX: usize = 5000;
+const AUTO_EXACT_MAX: usize = 1000;
 
 impl Default for TsneOptions {
     fn default() -> Self {

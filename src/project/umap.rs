@@ -343,14 +343,16 @@ fn optimize(layout: &mut [f32], graph: &[Edge], epochs: usize, ab: (f64, f64), o
     let per_negative: Vec<f64> = per_sample.iter().map(|p| p / o.negative_sample_rate as f64).collect();
     let mut next_sample = per_sample.clone();
     let mut next_negative = per_negative.clone();
-    let (gamma, mut alpha) = (o.repulsion_strength, o.learning_rate);
-    let d2 = |e: &[f32], j: usize, k: usize| -> f64 {
+    // The moves in float32, as umap-learn's float32 embedding; the sampling schedule in float64.
+    let (a, b, gamma) = (a as f32, b as f32, o.repulsion_strength as f32);
+    let mut alpha = o.learning_rate as f32;
+    let d2 = |e: &[f32], j: usize, k: usize| -> f32 {
         let (dx, dy) = (e[2 * j] - e[2 * k], e[2 * j + 1] - e[2 * k + 1]);
-        (dx * dx + dy * dy) as f64
+        dx * dx + dy * dy
     };
     for epoch in 0..epochs {
         let now = epoch as f64;
-        let step = |g: f64| (g.clamp(-4.0, 4.0) * alpha) as f32;
+        let step = |g: f32| g.clamp(-4.0, 4.0) * alpha;
         for (i, edge) in graph.iter().enumerate() {
             if next_sample[i] > now {
                 continue;
@@ -364,7 +366,7 @@ fn optimize(layout: &mut [f32], graph: &[Edge], epochs: usize, ab: (f64, f64), o
                 0.0
             };
             for d in 0..2 {
-                let grad = step(coeff * (layout[2 * j + d] - layout[2 * k + d]) as f64);
+                let grad = step(coeff * (layout[2 * j + d] - layout[2 * k + d]));
                 layout[2 * j + d] += grad;
                 layout[2 * k + d] -= grad;
             }
@@ -381,12 +383,12 @@ fn optimize(layout: &mut [f32], graph: &[Edge], epochs: usize, ab: (f64, f64), o
                 }
                 let coeff = 2.0 * gamma * b / ((0.001 + dist) * (a * dist.powf(b) + 1.0));
                 for d in 0..2 {
-                    layout[2 * j + d] += step(coeff * (layout[2 * j + d] - layout[2 * k + d]) as f64);
+                    layout[2 * j + d] += step(coeff * (layout[2 * j + d] - layout[2 * k + d]));
                 }
             }
             next_negative[i] += negatives as f64 * per_negative[i];
         }
-        alpha = o.learning_rate * (1.0 - now / epochs as f64);
+        alpha = (o.learning_rate * (1.0 - now / epochs as f64)) as f32;
         if n >= PROGRESS_MIN_POINTS && (epoch + 1) % (epochs / 10).max(1) == 0 {
             eprintln!("[sdscope] umap: epoch {}/{epochs}", epoch + 1);
         }
