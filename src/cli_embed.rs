@@ -129,8 +129,8 @@ pub struct ProjectArgs {
     /// UMAP's min_dist.
     #[arg(long, default_value_t = 0.1)]
     pub min_dist: f64,
-    /// euclidean or cosine.
-    #[arg(long, default_value = "euclidean")]
+    /// cosine (default: CLIP features compare by angle) or euclidean.
+    #[arg(long, default_value = "cosine")]
     pub metric: String,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -139,7 +139,8 @@ pub struct ProjectArgs {
     pub max_iter: usize,
     #[arg(long)]
     pub out: PathBuf,
-    /// Print {"trustworthiness": .., "knn_overlap": ..} (k = 15, Euclidean in the input space) on stdout.
+    /// Print {"trustworthiness": .., "knn_overlap": .., "k": 15} on stdout: Euclidean in the input space
+    /// (scikit-learn's default definition); with --metric cosine also {"cosine": {..}} measured by angle.
     #[arg(long)]
     pub quality: bool,
 }
@@ -180,7 +181,13 @@ pub fn project(a: &ProjectArgs) -> Result<()> {
     write_safetensors(&a.out, &[("xy", &xy)], &meta)?;
     if a.quality {
         let k = 15.min((x.size()[0] as usize).saturating_sub(1) / 2).max(1);
-        let q = serde_json::json!({ "trustworthiness": trustworthiness(&x, &xy, k)?, "knn_overlap": knn_overlap(&x, &xy, k)?, "k": k });
+        let mut q = serde_json::json!({ "trustworthiness": trustworthiness(&x, &xy, k)?,
+            "knn_overlap": knn_overlap(&x, &xy, k)?, "k": k });
+        if options.metric == Metric::Cosine {
+            let unit = Metric::Cosine.prepare(&x)?; // unit rows: their Euclidean order is the cosine order
+            q["cosine"] = serde_json::json!({ "trustworthiness": trustworthiness(&unit, &xy, k)?,
+                "knn_overlap": knn_overlap(&unit, &xy, k)? });
+        }
         println!("{q}");
     }
     Ok(())

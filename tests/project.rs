@@ -4,7 +4,9 @@
 mod common;
 
 use common::{assert_close, rel_l2, run_ok, scratch, sdscope};
-use sdscope::project::{knn_overlap, project, trustworthiness, Method, Pca, ProjectOptions, TsneMethod, TsneOptions};
+use sdscope::project::{
+    knn_overlap, project, trustworthiness, Method, Metric, Pca, ProjectOptions, TsneMethod, TsneOptions,
+};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -143,7 +145,7 @@ fn project_cli_contract() {
         sdscope()
             .args(["project", "--input"])
             .arg(&input)
-            .args(["--key", "random_x", "--method", "pca", "--quality", "--out"])
+            .args(["--key", "random_x", "--method", "pca", "--metric", "euclidean", "--quality", "--out"])
             .arg(&out),
     );
     let q: Value = serde_json::from_str(stdout.trim()).unwrap();
@@ -153,7 +155,22 @@ fn project_cli_contract() {
     assert_close("CLI pca", &xy, &t["random_transformed"], 1e-5);
     let expected = trustworthiness(&t["random_x"], &t["random_transformed"], 15).unwrap();
     assert!((q["trustworthiness"].as_f64().unwrap() - expected).abs() < 1e-6, "{q}");
-    assert!(q["knn_overlap"].as_f64().is_some(), "{q}");
+    assert!(q["knn_overlap"].as_f64().is_some() && q.get("cosine").is_none(), "{q}");
+
+    // The default metric is cosine: the map of unit rows, quality also reported by angle.
+    let stdout = run_ok(
+        sdscope()
+            .args(["project", "--input"])
+            .arg(&input)
+            .args(["--key", "random_x", "--method", "pca", "--quality", "--out"])
+            .arg(&out),
+    );
+    let q: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let unit = Metric::Cosine.prepare(&t["random_x"]).unwrap();
+    let xy = sdscope::tensor_io::load(&out).unwrap().0.remove("xy").unwrap();
+    assert_close("CLI pca, cosine", &xy, &Pca::fit(&unit, 2).unwrap().transform(&unit).unwrap(), 1e-6);
+    let by_angle = trustworthiness(&unit, &xy, 15).unwrap();
+    assert!((q["cosine"]["trustworthiness"].as_f64().unwrap() - by_angle).abs() < 1e-9, "{q}");
 
     let missing =
         sdscope().args(["project", "--input"]).arg(&input).args(["--key", "nope", "--out"]).arg(&out).output().unwrap();
