@@ -3,7 +3,7 @@
 
 use crate::cli_checks as checks;
 use sdscope::collection::layout::MANIFEST_FILE;
-use sdscope::collection::sources::list_images;
+use sdscope::collection::sources::{list_images, read_parquet_images, ParquetImageColumns};
 use sdscope::collection::Collection;
 use sdscope::embed::map::{EmbeddingMap, MapOptions, Thumbnails};
 use sdscope::embed::ClipModel;
@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct MapArgs {
-    /// A folder of images, searched recursively; an image's label is its sub-folder (relative to DIR).
+    /// A folder of images, searched recursively; an image's label is its sub-folder (relative to DIR). Also: a
+    /// list file, a collection folder with kept images, or a Parquet file of images (Hugging Face datasets).
     #[arg(long)]
     pub dir: PathBuf,
     /// A CLIP model: folder, hub repo id or alias.
@@ -49,6 +50,15 @@ pub struct MapArgs {
     pub seed: u64,
     #[arg(long)]
     pub html: PathBuf,
+    /// With a Parquet file as --dir: the column of encoded images (a Hugging Face `Image` struct or binary).
+    #[arg(long, default_value = "image")]
+    pub image_column: String,
+    /// With a Parquet file: the label column (default `label` when present; ClassLabel names are used).
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// With a Parquet file: a text column shown as the caption.
+    #[arg(long)]
+    pub caption_column: Option<String>,
 }
 
 /// `sdscope map-synthetic`: a map of random clusters with generated thumbnails, for timing the page.
@@ -125,6 +135,13 @@ pub fn map(a: &MapArgs) -> Result<()> {
     Method::parse(&a.method)?; // checked before any image is read
     Metric::parse(&a.metric)?;
     let start = std::time::Instant::now();
+    if a.dir.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet")) && a.dir.is_file() {
+        let scratch = std::env::temp_dir().join(format!("sdscope-map-{}", std::process::id()));
+        let result = parquet_images(a, &scratch)
+            .and_then(|(paths, labels, captions)| map_images(a, paths, labels, captions, start));
+        let _ = std::fs::remove_dir_all(&scratch);
+        return result;
+    }
     if a.dir.join(MANIFEST_FILE).is_file() {
         let (paths, labels, captions) = collection_images(&a.dir, a.limit)?;
         return map_images(a, paths, labels, captions, start);
@@ -160,6 +177,31 @@ pub fn map(a: &MapArgs) -> Result<()> {
         })
         .collect();
     map_images(a, paths, labels, captions, start)
+}
+
+/// The images of a Parquet file (Hugging Face `datasets` layout), written to `scratch` so they can be read like
+/// files; label and caption from the chosen columns (the caption defaults to the row number).
+fn parquet_images(a: &MapArgs, scratch: &Path) -> Result<(Vec<PathBuf>, Vec<String>, Vec<String>)> {
+    let columns = ParquetImageColumns {
+        image: a.image_column.clone(),
+        label: a.label_column.clone(),
+        caption: a.caption_column.clone(),
+    };
+    let rows = read_parquet_images(&a.dir, &columns, a.limit)?;
+    std::fs::create_dir_all(scratch).map_err(|e| Error::io(scratch, e))?;
+    let (mut paths, mut labels, mut captions) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, row) in rows.into_iter().enumerate() {
+        let extension = image::guess_format(&row.bytes)
+            .ok()
+            .and_then(|f| f.extensions_str().first().copied())
+            .ok_or_else(|| Error::invalid(format!("row {i} of {}", a.dir.display()), "its bytes are not an image"))?;
+        let path = scratch.join(format!("{i:06}.{extension}"));
+        std::fs::write(&path, &row.bytes).map_err(|e| Error::io(&path, e))?;
+        paths.push(path);
+        labels.push(row.label.unwrap_or_else(|| "(no label)".into()));
+        captions.push(row.caption.unwrap_or_else(|| format!("row {i}")));
+    }
+    Ok((paths, labels, captions))
 }
 
 /// The kept images of a collection (`collect --keep-images`): label and caption are each item's prompt.

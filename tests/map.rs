@@ -277,3 +277,40 @@ fn map_reads_a_collection() {
     assert!(html.contains(r#""label":[0,1,2,3]"#), "one label per prompt, in collection order");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A Parquet file as Hugging Face `datasets` writes it (`tests/data/images.parquet`, made with pyarrow): image
+/// structs of PNG and JPEG bytes, ClassLabel names from the schema metadata, a text column as captions.
+#[test]
+fn map_reads_a_parquet_image_dataset() {
+    use sdscope::collection::sources::{read_parquet_images, ParquetImageColumns};
+    let file = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/images.parquet");
+    let columns = ParquetImageColumns { caption: Some("text".into()), ..Default::default() };
+    let rows = read_parquet_images(&file, &columns, None).unwrap();
+    assert_eq!(rows.len(), 9);
+    for (i, row) in rows.iter().enumerate() {
+        let img = image::load_from_memory(&row.bytes).unwrap().to_rgb8();
+        assert_eq!((img.width(), img.height()), (24 + 4 * i as u32, 20), "row {i}");
+        assert_eq!(row.label.as_deref(), Some(["cat", "dog", "car"][i % 3]), "ClassLabel names");
+    }
+    assert_eq!(rows[4].caption.as_deref(), Some("a <script>alert(1)</script> dog"));
+    assert_eq!(read_parquet_images(&file, &columns, Some(5)).unwrap().len(), 5);
+    let bad = ParquetImageColumns { image: "pixels".into(), ..Default::default() };
+    let err = read_parquet_images(&file, &bad, None).unwrap_err().to_string();
+    assert!(err.contains("pixels") && err.contains("image, label, text"), "{err}");
+
+    let dir = scratch("map-parquet");
+    let out = dir.join("map.html");
+    run_ok(
+        sdscope()
+            .args(["map", "--dir"])
+            .arg(&file)
+            .arg("--model")
+            .arg(fixtures().join("clip/quick_gelu_p8"))
+            .args(["--caption-column", "text", "--method", "pca", "--html"])
+            .arg(&out),
+    );
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(html.contains(r#""labels":["cat","dog","car"]"#) && html.contains(r#""label":[0,1,2,0,1,2,0,1,2]"#));
+    assert!(html.contains("a \\u003cscript>alert(1)\\u003c/script> dog") && !html.contains("<script>alert"));
+    let _ = std::fs::remove_dir_all(dir);
+}

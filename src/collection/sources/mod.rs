@@ -29,12 +29,14 @@ use crate::hub::{cache_dir, offline_from_env};
 
 mod hub_cache;
 mod images;
+mod parquet_images;
 mod readers;
 #[cfg(test)]
 mod tests;
 
 use hub_cache::*;
 use images::*;
+pub use parquet_images::{read_parquet_images, ParquetImage, ParquetImageColumns};
 use readers::*;
 
 /// How the files of a [`PromptSource`] are read.
