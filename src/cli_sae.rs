@@ -396,6 +396,18 @@ impl GenerateSaeArgs {
         let feature = || {
             self.feature.ok_or_else(|| Error::invalid("--sae", format!("needs --feature F (0..{})", sae.num_latents())))
         };
+        let steer_only = [
+            ("--strength", self.strength.is_some()),
+            ("--mask", self.mask.is_some()),
+            ("--feature-steps", self.feature_steps.is_some()),
+            ("--conditional-only", self.conditional_only),
+        ];
+        if self.feature_mode != "steer" {
+            if let Some((flag, _)) = steer_only.iter().find(|(_, given)| *given) {
+                let why = "applies to --feature-mode steer only (icon, ablate and splice act at every step)";
+                return Err(Error::invalid(format!("{flag} with --feature-mode {}", self.feature_mode), why));
+            }
+        }
         let edit = match self.feature_mode.as_str() {
             "steer" => {
                 let strength = self.strength.ok_or_else(|| Error::invalid("--sae", "steering needs --strength S"))?;

@@ -184,5 +184,12 @@ fn sae_train_encode_eval_top_and_steer() {
             .args(["--sae", sae_arg, "--feature", "96", "--strength", "1"]),
     );
     assert!(err.contains("0..96"), "{err}");
+    let err = run_err(
+        sdscope()
+            .args(["generate", "--model", pipeline_dir("sdxl").to_str().unwrap(), "--prompt", "", "--out"])
+            .arg(dir.join("e.png"))
+            .args(["--sae", sae_arg, "--feature", "3", "--feature-mode", "icon", "--feature-steps", "0..1"]),
+    );
+    assert!(err.contains("--feature-steps") && err.contains("steer only"), "steer-only flags are refused: {err}");
     std::fs::remove_dir_all(&dir).ok();
 }
