@@ -35,10 +35,24 @@ pub struct StepContext<'a> {
     pub guided: bool,
 }
 
+/// What a direction edit does to the unconditional half of a guided batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UnconditionalHalf {
+    Opposite,
+    Same,
+    Untouched,
+}
+
 impl StepContext<'_> {
-    /// ±1 per batch element: `[-1, +1]` when guided (unless `same_sign`), `[+1]` otherwise.
-    fn signs(&self, batch: i64, same_sign: bool) -> Vec<f32> {
-        (0..batch).map(|i| if self.guided && !same_sign && i % 2 == 0 { -1.0 } else { 1.0 }).collect()
+    /// One factor per batch element: `+1` on the conditional half (all of an unguided batch); on the unconditional
+    /// half, which is the first half of a guided batch (`[uncond_1..B, cond_1..B]`), `-1`, `+1` or `0`.
+    fn signs(&self, batch: i64, unconditional: UnconditionalHalf) -> Vec<f32> {
+        let factor = match unconditional {
+            UnconditionalHalf::Opposite => -1.0,
+            UnconditionalHalf::Same => 1.0,
+            UnconditionalHalf::Untouched => 0.0,
+        };
+        (0..batch).map(|i| if self.guided && i < batch / 2 { factor } else { 1.0 }).collect()
     }
 }
 
@@ -62,11 +76,20 @@ pub struct AddDirection {
     pub mask: Option<Tensor>,
     pub steps: Option<Range<usize>>,
     pub same_sign_on_unconditional: bool,
+    /// Leave the unconditional half alone (wins over `same_sign_on_unconditional`).
+    pub conditional_only: bool,
 }
 
 impl AddDirection {
     pub fn new(direction: Tensor, strength: f64) -> Self {
-        Self { direction, strength, mask: None, steps: None, same_sign_on_unconditional: false }
+        Self {
+            direction,
+            strength,
+            mask: None,
+            steps: None,
+            same_sign_on_unconditional: false,
+            conditional_only: false,
+        }
     }
 
     /// Only inside this spatial mask `[h, w]` (values are weights; 0/1 for a hard mask).
@@ -84,6 +107,12 @@ impl AddDirection {
     /// Add with the same sign on both halves of a guided batch.
     pub fn same_sign_on_unconditional(mut self) -> Self {
         self.same_sign_on_unconditional = true;
+        self
+    }
+
+    /// Add on the conditional half only.
+    pub fn conditional_only(mut self) -> Self {
+        self.conditional_only = true;
         self
     }
 }
@@ -115,17 +144,18 @@ fn layout(ctx: &StepContext, out: &Tensor) -> Result<(i64, i64, i64, bool)> {
 }
 
 /// Per-batch signs shaped to broadcast against `out`.
-fn sign_tensor(ctx: &StepContext, out: &Tensor, same_sign: bool) -> Result<Tensor> {
+fn sign_tensor(ctx: &StepContext, out: &Tensor, unconditional: UnconditionalHalf) -> Result<Tensor> {
     let mut shape = vec![out.size()[0]];
     shape.resize(out.dim(), 1);
-    Ok(Tensor::from_slice(&ctx.signs(out.size()[0], same_sign))
+    Ok(Tensor::from_slice(&ctx.signs(out.size()[0], unconditional))
         .f_to_kind(out.kind())?
         .f_to_device(out.device())?
         .f_reshape(shape)?)
 }
 
 impl AddDirection {
-    fn apply(&self, ctx: &StepContext, out: &Tensor) -> Result<Option<Tensor>> {
+    /// The edited output, or `None` outside the step range.
+    pub(crate) fn apply(&self, ctx: &StepContext, out: &Tensor) -> Result<Option<Tensor>> {
         if !in_range(&self.steps, ctx.step) {
             return Ok(None);
         }
@@ -149,7 +179,12 @@ impl AddDirection {
             delta = delta.f_mul(&mask)?;
         }
         let delta = delta.f_mul_scalar(self.strength)?.f_unsqueeze(0)?.f_to_kind(out.kind())?;
-        let signs = sign_tensor(ctx, out, self.same_sign_on_unconditional)?;
+        let unconditional = match (self.conditional_only, self.same_sign_on_unconditional) {
+            (true, _) => UnconditionalHalf::Untouched,
+            (false, true) => UnconditionalHalf::Same,
+            (false, false) => UnconditionalHalf::Opposite,
+        };
+        let signs = sign_tensor(ctx, out, unconditional)?;
         Ok(Some(out.f_add(&delta.f_mul(&signs)?)?))
     }
 }
@@ -278,5 +313,22 @@ impl<'a> Interventions<'a> {
                 }),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A guided batch of two images is `[uncond_0, uncond_1, cond_0, cond_1]`: the first half gets the
+    /// unconditional factor.
+    #[test]
+    fn unconditional_half_is_the_first_half() {
+        let ctx = StepContext { position: "mid_block", step: 0, timestep: 1.0, guided: true };
+        assert_eq!(ctx.signs(4, UnconditionalHalf::Opposite), [-1.0, -1.0, 1.0, 1.0]);
+        assert_eq!(ctx.signs(2, UnconditionalHalf::Untouched), [0.0, 1.0]);
+        assert_eq!(ctx.signs(4, UnconditionalHalf::Same), [1.0; 4]);
+        let unguided = StepContext { guided: false, ..ctx };
+        assert_eq!(unguided.signs(3, UnconditionalHalf::Opposite), [1.0; 3]);
     }
 }

@@ -4,7 +4,7 @@
 use super::{rows_of, Sae};
 use crate::error::{Error, Result};
 use crate::generate::{GenerateRequest, Generation};
-use crate::interventions::{Interventions, StepContext};
+use crate::interventions::{AddDirection, Interventions, StepContext};
 use crate::pipeline::Pipeline;
 use crate::taps::{update_base, UPDATE_SUFFIX};
 use std::ops::Range;
@@ -76,10 +76,6 @@ impl FeatureEdit {
     }
 }
 
-fn in_steps(steps: &Option<Range<usize>>, step: usize) -> bool {
-    steps.as_ref().is_none_or(|r| r.contains(&step))
-}
-
 fn grid_error(ctx: &StepContext, out: &Tensor) -> Error {
     Error::Shape {
         context: format!("SAE edit at `{}`", ctx.position),
@@ -114,36 +110,19 @@ impl Sae {
                 let direction = self.direction(options.feature)?.f_mul_scalar(self.feature_scale(options.feature)?)?;
                 let mask = options.mask.as_ref().map(check_mask).transpose()?;
                 interventions.add(block, move |ctx, out| {
-                    if !in_steps(&options.steps, ctx.step) {
-                        return Ok(None);
-                    }
                     if out.dim() != 4 || out.size()[1] != d {
                         return Err(grid_error(ctx, out));
                     }
-                    let (h, w) = (out.size()[2], out.size()[3]);
-                    let mut delta =
-                        direction.f_to_device(out.device())?.f_reshape([d, 1, 1])?.f_mul_scalar(options.strength)?;
+                    // The mask comes at any resolution: pooled to this block's grid, then the shared edit.
+                    let mut edit = AddDirection::new(direction.shallow_clone(), options.strength);
+                    edit.steps = options.steps.clone();
+                    edit.conditional_only = options.conditional_only;
                     if let Some(mask) = &mask {
-                        let pooled = mask
-                            .f_to_device(out.device())?
-                            .f_unsqueeze(0)?
-                            .f_unsqueeze(0)?
-                            .f_adaptive_avg_pool2d([h, w])?
-                            .f_reshape([1, h, w])?;
-                        delta = delta.f_mul(&pooled)?;
-                    } else {
-                        delta = delta.f_expand([d, h, w], false)?;
+                        let grid = [out.size()[2], out.size()[3]];
+                        let pooled = mask.f_unsqueeze(0)?.f_unsqueeze(0)?.f_adaptive_avg_pool2d(grid)?;
+                        edit.mask = Some(pooled.f_reshape(grid)?);
                     }
-                    let b = out.size()[0];
-                    let signs: Vec<f32> = (0..b)
-                        .map(|i| match (ctx.guided && i < b / 2, options.conditional_only) {
-                            (false, _) => 1.0,
-                            (true, true) => 0.0,
-                            (true, false) => -1.0,
-                        })
-                        .collect();
-                    let signs = Tensor::from_slice(&signs).f_to_device(out.device())?.f_reshape([b, 1, 1, 1])?;
-                    Ok(Some(out.f_add(&delta.f_unsqueeze(0)?.f_mul(&signs)?.f_to_kind(out.kind())?)?))
+                    edit.apply(ctx, out)
                 });
             }
             FeatureEdit::Icon { feature } => {
