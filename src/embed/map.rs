@@ -142,36 +142,12 @@ pub fn nearest_neighbours_in_blocks(x: &Tensor, k: usize, metric: Metric, block:
             why: format!("expected [n, D ≥ 1], got {:?}", x.size()),
         });
     }
-    let _guard = tch::no_grad_guard();
     let n = x.size()[0];
     let k = (k as i64).min(n - 1).max(0);
-    let x = x.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?;
-    let x = match metric {
-        Metric::Cosine => x.f_div(&x.f_norm_scalaropt_dim(2, [1i64].as_slice(), true)?.f_clamp_min(1e-12)?)?,
-        Metric::Euclidean => x,
-    };
-    if k == 0 {
-        return Ok(Tensor::zeros([n, 0], (Kind::Int64, Device::Cpu)));
-    }
-    let squares = x.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Float)?.f_unsqueeze(0)?;
-    let xt = x.f_tr()?;
-    let mut parts = Vec::new();
-    let mut start = 0;
-    while start < n {
-        let len = (block as i64).min(n - start);
-        let gram = x.f_narrow(0, start, len)?.f_matmul(&xt)?;
-        // −‖a − b‖² up to a per-row constant, so that the largest score is the nearest for both metrics.
-        let mut score = gram;
-        if metric == Metric::Euclidean {
-            let _ = score.f_mul_scalar_(2.0)?.f_sub_(&squares)?;
-        }
-        let rows = Tensor::f_arange(len, (Kind::Int64, Device::Cpu))?;
-        let cols = rows.f_add_scalar(start)?;
-        let _ = score.f_index_put_(&[Some(rows), Some(cols)], &Tensor::from(f32::NEG_INFINITY), false)?;
-        parts.push(score.f_topk(k, 1, true, true)?.1);
-        start += len;
-    }
-    Ok(Tensor::f_cat(&parts, 0)?)
+    // Unit rows for cosine: their Euclidean order is the cosine order.
+    let rows = metric.prepare(&x.f_to_device(Device::Cpu)?)?.f_to_kind(Kind::Float)?;
+    let (indices, _) = crate::project::nearest_neighbours_in_blocks(&rows, k as usize, block)?;
+    Ok(Tensor::from_slice(&indices).f_reshape([n, k])?)
 }
 
 fn fit_unit_square(xy: &[f32]) -> Result<Vec<f32>> {

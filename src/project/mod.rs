@@ -9,6 +9,7 @@
 //! # Ok::<(), sdscope::Error>(())
 //! ```
 
+mod knn;
 mod pca;
 mod plot;
 mod quality;
@@ -16,6 +17,7 @@ mod tsne;
 mod tsne_bh;
 mod umap;
 
+pub use knn::{nearest_neighbours, nearest_neighbours_in_blocks};
 pub use pca::{pca, Pca};
 pub use plot::scatter_plot;
 pub use quality::{knn_overlap, trustworthiness};

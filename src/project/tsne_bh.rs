@@ -5,6 +5,7 @@
 //! for all its points at their centre of mass. The optimiser, initialisation and defaults are the exact path's
 //! ([`super::tsne`]). O(n·k) memory, about O(n log n) time per iteration.
 
+use super::knn::nearest_neighbours;
 use super::tsne::{check_input, conditional_probabilities, initial_embedding, optimise, TsneOptions};
 use crate::error::{Error, Result};
 use tch::{Kind, Tensor};
@@ -20,7 +21,7 @@ pub fn tsne_barnes_hut(x: &Tensor, options: &TsneOptions, angle: f64) -> Result<
     }
     let _guard = tch::no_grad_guard();
     let k = (n - 1).min((3.0 * options.perplexity + 1.0) as usize).max(1);
-    let (neighbours, distances) = nearest_neighbours(x, k)?;
+    let (neighbours, distances) = nearest_neighbours(&x.f_to_kind(Kind::Double)?, k)?;
     let distances = Tensor::from_slice(&distances).f_reshape([n as i64, k as i64])?;
     let conditional = conditional_probabilities(&distances, options.perplexity, false)?;
     let conditional = Vec::<f64>::try_from(conditional.f_flatten(0, -1)?)?;
@@ -28,32 +29,6 @@ pub fn tsne_barnes_hut(x: &Tensor, options: &TsneOptions, angle: f64) -> Result<
     let y = initial_embedding(x, options)?;
     let threads = (tch::get_num_threads().max(1) as usize).min(n);
     optimise(y, options, |y, exaggeration| gradient(&p, y, exaggeration, angle, threads))
-}
-
-/// The `k` nearest other rows of each row by squared Euclidean distance (float64), nearest first, computed a block
-/// of rows at a time so that memory stays O(n · block).
-/// # Shapes
-/// `x [n, d]` → indices `[n·k]`, squared distances `[n·k]`, row-major.
-fn nearest_neighbours(x: &Tensor, k: usize) -> Result<(Vec<i64>, Vec<f64>)> {
-    let x = x.f_to_kind(Kind::Double)?;
-    let n = x.size()[0];
-    let norms = x.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?;
-    let xt = x.f_tr()?.f_mul_scalar(-2.0)?;
-    let block = ((1i64 << 20) / n.max(1)).clamp(1, n);
-    let (mut indices, mut distances) = (Vec::with_capacity(n as usize * k), Vec::with_capacity(n as usize * k));
-    let column_norms = norms.f_unsqueeze(0)?;
-    for start in (0..n).step_by(block as usize) {
-        let rows = block.min(n - start);
-        // ‖xⱼ‖² − 2 xᵢ·xⱼ orders row i as ‖xᵢ − xⱼ‖² does; ‖xᵢ‖² is added to the k kept only.
-        let d = column_norms.f_addmm(&x.f_narrow(0, start, rows)?, &xt)?;
-        let own = Tensor::f_arange_start(start, start + rows, (Kind::Int64, x.device()))?.f_unsqueeze(1)?;
-        let d = d.f_scatter_value(1, &own, f64::INFINITY)?;
-        let (values, index) = d.f_topk(k as i64, 1, false, true)?;
-        let values = values.f_add(&norms.f_narrow(0, start, rows)?.f_unsqueeze(1)?)?.f_clamp_min(0.0)?;
-        distances.extend(Vec::<f64>::try_from(values.f_flatten(0, -1)?)?);
-        indices.extend(Vec::<i64>::try_from(index.f_flatten(0, -1)?)?);
-    }
-    Ok((indices, distances))
 }
 
 /// The joint probabilities P = (P + Pᵀ) / Σ(P + Pᵀ) of a sparse conditional P, row by row (CSR), columns ascending.

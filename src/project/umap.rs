@@ -96,38 +96,20 @@ fn validate(x: &Tensor, o: &UmapOptions) -> Result<usize> {
     Ok(n)
 }
 
-/// Each row's `k` nearest rows (itself first, at distance 0), by exact Euclidean distance, in row chunks
-/// so that memory stays O(chunk · n).
+/// Each row's `k` nearest rows as umap-learn lists them: itself first at distance 0, then the `k − 1` nearest
+/// others, with Euclidean (not squared) distances, in float64.
 /// # Shapes
 /// `x [n, d]` → indices and distances, both row-major `n × k`.
 fn nearest_neighbours(x: &Tensor, k: usize) -> Result<(Vec<usize>, Vec<f64>)> {
-    let x = x.f_to_kind(Kind::Double)?.f_contiguous()?;
-    let n = x.size()[0];
-    let norms = x.f_square()?.f_sum_dim_intlist([1i64].as_slice(), true, Kind::Double)?;
-    let (minus_2xt, norms_row) = (x.f_tr()?.f_mul_scalar(-2.0)?, norms.f_tr()?);
-    let chunk = (1i64 << 24).div_euclid(n).clamp(1, n);
-    let take = (k as i64 + 1).min(n); // one spare in case rounding puts a duplicate ahead of the point itself
-    let (mut indices, mut distances) = (Vec::with_capacity(n as usize * k), Vec::with_capacity(n as usize * k));
-    let mut start = 0;
-    while start < n {
-        let rows = chunk.min(n - start);
-        let cross = x.f_narrow(0, start, rows)?.f_matmul(&minus_2xt)?;
-        let sq = cross.f_add(&norms.f_narrow(0, start, rows)?)?.f_add(&norms_row)?.f_clamp_min(0.0)?;
-        let (values, order) = sq.f_topk(take, 1, false, true)?;
-        let values = Vec::<f64>::try_from(values.f_flatten(0, -1)?)?;
-        let order = Vec::<i64>::try_from(order.f_flatten(0, -1)?)?;
-        for r in 0..rows as usize {
-            let i = start as usize + r;
-            indices.push(i);
-            distances.push(0.0);
-            let row = r * take as usize..(r + 1) * take as usize;
-            let others = order[row.clone()].iter().zip(&values[row]).filter(|(&j, _)| j as usize != i).take(k - 1);
-            for (&j, &d) in others {
-                indices.push(j as usize);
-                distances.push(d.sqrt());
-            }
-        }
-        start += rows;
+    let n = x.size()[0] as usize;
+    let (others, squared) = super::knn::nearest_neighbours(&x.f_to_kind(Kind::Double)?, k - 1)?;
+    let (mut indices, mut distances) = (Vec::with_capacity(n * k), Vec::with_capacity(n * k));
+    for i in 0..n {
+        indices.push(i);
+        distances.push(0.0);
+        let row = i * (k - 1)..(i + 1) * (k - 1);
+        indices.extend(others[row.clone()].iter().map(|&j| j as usize));
+        distances.extend(squared[row].iter().map(|d| d.sqrt()));
     }
     Ok((indices, distances))
 }
