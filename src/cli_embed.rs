@@ -146,9 +146,7 @@ pub struct ProjectArgs {
 }
 
 pub fn project(a: &ProjectArgs) -> Result<()> {
-    use sdscope::project::{
-        knn_overlap, project, trustworthiness, Method, Metric, ProjectOptions, TsneOptions, UmapOptions,
-    };
+    use sdscope::project::{neighbourhood_quality, project, Method, Metric, ProjectOptions, TsneOptions, UmapOptions};
     checks::inputs_exist(&[a.input.as_path()])?;
     checks::outputs_valid(&[("--out", Some(a.out.as_path()))])?;
     let options = ProjectOptions {
@@ -181,12 +179,12 @@ pub fn project(a: &ProjectArgs) -> Result<()> {
     write_safetensors(&a.out, &[("xy", &xy)], &meta)?;
     if a.quality {
         let k = 15.min((x.size()[0] as usize).saturating_sub(1) / 2).max(1);
-        let mut q = serde_json::json!({ "trustworthiness": trustworthiness(&x, &xy, k)?,
-            "knn_overlap": knn_overlap(&x, &xy, k)?, "k": k });
+        let (trust, overlap) = neighbourhood_quality(&x, &xy, k)?;
+        let mut q = serde_json::json!({ "trustworthiness": trust, "knn_overlap": overlap, "k": k });
         if options.metric == Metric::Cosine {
             let unit = Metric::Cosine.prepare(&x)?; // unit rows: their Euclidean order is the cosine order
-            q["cosine"] = serde_json::json!({ "trustworthiness": trustworthiness(&unit, &xy, k)?,
-                "knn_overlap": knn_overlap(&unit, &xy, k)? });
+            let (trust, overlap) = neighbourhood_quality(&unit, &xy, k)?;
+            q["cosine"] = serde_json::json!({ "trustworthiness": trust, "knn_overlap": overlap });
         }
         println!("{q}");
     }

@@ -8,7 +8,7 @@
 
 use super::{absolute, check_python, log, run_captured, write_script};
 use crate::error::{Error, Result};
-use crate::project::{knn_overlap, project, trustworthiness, Method, ProjectOptions};
+use crate::project::{neighbourhood_quality, project, Method, ProjectOptions};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -106,7 +106,8 @@ pub fn run(o: &EmbedBenchOptions) -> Result<()> {
             let their_xy =
                 theirs.get(key).ok_or_else(|| Error::invalid(key, "missing from the Python side's output"))?;
             let score = |y: &Tensor, s: f64| -> Result<(f64, f64, f64)> {
-                Ok((trustworthiness(&x, y, K)?, knn_overlap(&x, y, K)?, s))
+                let (trust, overlap) = neighbourhood_quality(&x, y, K)?;
+                Ok((trust, overlap, s))
             };
             let row = Row {
                 dataset: name.clone(),

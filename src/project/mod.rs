@@ -20,7 +20,7 @@ mod umap;
 pub use knn::{nearest_neighbours, nearest_neighbours_in_blocks};
 pub use pca::{pca, Pca};
 pub use plot::scatter_plot;
-pub use quality::{knn_overlap, trustworthiness};
+pub use quality::{knn_overlap, neighbourhood_quality, trustworthiness};
 pub use tsne::{tsne, TsneMethod, TsneOptions};
 pub use tsne_bh::{exact_and_barnes_hut_gradients, tsne_barnes_hut};
 pub use umap::{find_ab_params, umap, UmapOptions};

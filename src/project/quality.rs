@@ -46,10 +46,20 @@ fn check(x: &Tensor, y: &Tensor, k: usize) -> Result<usize> {
 /// # Shapes
 /// `x [n, d]`, `y [n, m]`.
 pub fn trustworthiness(x: &Tensor, y: &Tensor, k: usize) -> Result<f64> {
+    Ok(neighbourhood_quality(x, y, k)?.0)
+}
+
+/// The mean fraction of each point's k nearest neighbours in X that are also among its k nearest in Y.
+pub fn knn_overlap(x: &Tensor, y: &Tensor, k: usize) -> Result<f64> {
+    Ok(neighbourhood_quality(x, y, k)?.1)
+}
+
+/// [`trustworthiness`] and [`knn_overlap`] together, from one neighbour ordering of each space.
+pub fn neighbourhood_quality(x: &Tensor, y: &Tensor, k: usize) -> Result<(f64, f64)> {
     let n = check(x, y, k)?;
     let in_x = neighbour_order(x)?;
     let in_y = neighbour_order(y)?;
-    let mut penalty = 0.0;
+    let (mut penalty, mut shared) = (0.0, 0usize);
     let mut rank = vec![0usize; n];
     for i in 0..n {
         for (r, &j) in in_x[i].iter().enumerate() {
@@ -58,22 +68,11 @@ pub fn trustworthiness(x: &Tensor, y: &Tensor, k: usize) -> Result<f64> {
         for &j in &in_y[i][..k] {
             if rank[j] > k {
                 penalty += (rank[j] - k) as f64;
+            } else {
+                shared += 1;
             }
         }
     }
     let (n, k) = (n as f64, k as f64);
-    Ok(1.0 - penalty * 2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0)))
-}
-
-/// The mean fraction of each point's k nearest neighbours in X that are also among its k nearest in Y.
-pub fn knn_overlap(x: &Tensor, y: &Tensor, k: usize) -> Result<f64> {
-    let n = check(x, y, k)?;
-    let in_x = neighbour_order(x)?;
-    let in_y = neighbour_order(y)?;
-    let mut total = 0usize;
-    for i in 0..n {
-        let near: std::collections::HashSet<usize> = in_x[i][..k].iter().copied().collect();
-        total += in_y[i][..k].iter().filter(|j| near.contains(j)).count();
-    }
-    Ok(total as f64 / (n * k) as f64)
+    Ok((1.0 - penalty * 2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0)), shared as f64 / (n * k)))
 }
