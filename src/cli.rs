@@ -1,10 +1,11 @@
 //! The subcommands behind `sdscope`, as thin wrappers over the library.
 
 use crate::cli_checks as checks;
+use sdscope::denoiser::{load_denoiser, DenoiserInput};
 use sdscope::extract::ExtractRequest;
 use sdscope::generate::{CaptureHalves, GenerateRequest};
 use sdscope::hub::resolve;
-use sdscope::pipeline::{load_tokenizers, load_unet, LoadOptions, Pipeline};
+use sdscope::pipeline::{load_tokenizers, LoadOptions, Pipeline};
 use sdscope::schedulers::SamplerKind;
 use sdscope::similarity::explorer::Explorer;
 use sdscope::similarity::{similarity_maps, Measure, Query};
@@ -92,19 +93,26 @@ pub fn positions(model: &str, size: i64) -> Result<()> {
         return Err(Error::invalid("--size", format!("{size} must be a positive multiple of 8")));
     }
     let source = resolve(model)?;
-    let unet = load_unet(&source, &LoadOptions::default())?;
+    let denoiser = load_denoiser(&source, &LoadOptions::default())?;
     let latent = size / 8;
-    let (sample, context, text_embeds) = unet.dummy_inputs((latent, latent))?;
+    if latent % denoiser.latent_multiple() != 0 {
+        let multiple = 8 * denoiser.latent_multiple();
+        return Err(Error::invalid("--size", format!("{size} must be a multiple of {multiple} for this model")));
+    }
+    let (sample, cond) = denoiser.dummy_inputs((latent, latent))?;
     let time_ids =
         Tensor::from_slice(&[size as f32, size as f32, 0.0, 0.0, size as f32, size as f32]).f_unsqueeze(0)?;
-    let added =
-        text_embeds.as_ref().map(|text_embeds| sdscope::models::AddedConditioning { text_embeds, time_ids: &time_ids });
+    let input = DenoiserInput {
+        context: &cond.hidden_states,
+        pooled: cond.text_embeds.as_ref(),
+        time_ids: cond.text_embeds.as_ref().map(|_| &time_ids),
+    };
     eprintln!("[sdscope] running one {size}×{size} pass to measure output shapes");
     let mut taps = Taps::capture_all();
     let _guard = tch::no_grad_guard();
-    unet.forward(&sample, 50.0, &context, added, &mut taps)?;
+    denoiser.forward(&sample, 50.0, &input, &mut taps)?;
     let captured = taps.into_captured();
-    for p in unet.positions() {
+    for p in denoiser.positions() {
         let shape = captured.get(p).map(|t| format!("{:?}", &t.size()[1..])).unwrap_or_else(|| "?".into());
         println!("{p}\t{shape}");
     }
@@ -115,14 +123,22 @@ pub fn positions(model: &str, size: i64) -> Result<()> {
 pub fn tokens(model: &str, prompt: &str, json: bool) -> Result<()> {
     let source = resolve(model)?;
     let tokenizers = load_tokenizers(&source.root)?;
-    let encodings = tokenizers.iter().map(|t| t.encode(prompt)).collect::<Result<Vec<_>>>()?;
+    let mut encodings = tokenizers.iter().map(|t| t.encode(prompt)).collect::<Result<Vec<_>>>()?;
+    let mut padded_to: Vec<usize> = tokenizers.iter().map(|t| t.max_len()).collect();
+    // SD3's T5 tokenizer (`tokenizer_3/`), when the model has one.
+    let t5_dir = source.root.join("tokenizer_3");
+    if t5_dir.join("tokenizer.json").is_file() || t5_dir.join("spiece.model").is_file() {
+        let t5 = sdscope::tokenizer::T5Tokenizer::from_dir(&t5_dir)?;
+        encodings.push(t5.encode(prompt, sdscope::sd3_text::T5_MAX_SEQUENCE_LENGTH)?);
+        padded_to.push(sdscope::sd3_text::T5_MAX_SEQUENCE_LENGTH);
+    }
     if json {
         let out: Vec<_> = encodings.iter().map(|e| serde_json::json!({"ids": e.ids, "tokens": e.tokens})).collect();
         println!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
-    for (i, (e, t)) in encodings.iter().zip(&tokenizers).enumerate() {
-        println!("tokenizer {}: {} tokens (incl. BOS/EOS), padded to {}", i + 1, e.length, t.max_len());
+    for (i, (e, max_len)) in encodings.iter().zip(&padded_to).enumerate() {
+        println!("tokenizer {}: {} tokens (incl. special tokens), padded to {max_len}", i + 1, e.length);
         for (j, (id, tok)) in e.ids.iter().zip(&e.tokens).enumerate().take(e.length) {
             println!("  {j:>3}  {id:>6}  {tok}");
         }
@@ -325,9 +341,13 @@ pub struct XattnArgs {
     pub timestep: i64,
     #[arg(long, default_value_t = 42)]
     pub seed: i64,
-    /// Where the maps go: one float32 [77, h, w] per cross-attention layer, keyed by its path.
+    /// Where the maps go: one float32 [77, h, w] per cross-attention layer, keyed by its path (SD3: [333, h, w]
+    /// per joint attention layer, the CLIP positions 0..77 then the T5 positions).
     #[arg(long)]
     pub out: PathBuf,
+    /// SD3: take --word / --tokens from one part of the joint text sequence only: clip or t5.
+    #[arg(long)]
+    pub segment: Option<String>,
     /// Token positions to render, summed (1 = first token after BOS, as the A1111 extension counts).
     #[arg(long, value_delimiter = ',', conflicts_with = "word")]
     pub tokens: Vec<usize>,
@@ -347,11 +367,16 @@ pub struct XattnArgs {
 
 /// `sdscope xattn`: cross-attention maps of an image for a prompt.
 pub fn xattn(args: &XattnArgs) -> Result<()> {
-    let selection = match (&args.word, args.tokens.is_empty()) {
+    let mut selection = match (&args.word, args.tokens.is_empty()) {
         (Some(word), _) => Some(MapQuery::word(word).normalize(Normalize::MinMax)),
         (None, false) => Some(MapQuery::tokens(&args.tokens).normalize(Normalize::Max)),
         (None, true) => None,
     };
+    if let Some(segment) = &args.segment {
+        let segment = sdscope::xattn::TokenSegment::parse(segment)?;
+        let query = selection.as_mut().ok_or_else(|| Error::invalid("--segment", "needs --tokens or --word"))?;
+        query.tokens = sdscope::xattn::TokenSelection::Within(segment, Box::new(query.tokens.clone()));
+    }
     if args.png.is_some() && selection.is_none() {
         return Err(Error::invalid("--png", "needs --tokens I,J or --word W (what to render)"));
     }
@@ -362,7 +387,11 @@ pub fn xattn(args: &XattnArgs) -> Result<()> {
     checks::inputs_exist(&[&args.image])?;
     checks::outputs_valid(&[("--out", Some(&args.out)), ("--png", args.png.as_deref())])?;
     // Token indices against the tokenizer's length, before the model is loaded.
-    let max_len = load_tokenizers(&resolve(&args.model)?.root)?.first().map(|t| t.max_len()).unwrap_or(77);
+    let source = resolve(&args.model)?;
+    let mut max_len = load_tokenizers(&source.root)?.first().map(|t| t.max_len()).unwrap_or(77);
+    if source.root.join("transformer").is_dir() {
+        max_len += sdscope::sd3_text::T5_MAX_SEQUENCE_LENGTH; // SD3's joint sequence: CLIP, then T5
+    }
     if let Some(bad) = args.tokens.iter().find(|&&t| t >= max_len) {
         return Err(Error::invalid(
             format!("--tokens {bad}"),
@@ -517,11 +546,7 @@ pub fn explorer(args: &ExplorerArgs) -> Result<()> {
     checks::inputs_exist(&args.images)?;
     checks::outputs_valid(&[("--html", Some(&args.html))])?;
     let pipe = Pipeline::load(&args.model)?;
-    let positions = if args.positions.is_empty() {
-        vec![if pipe.family == sdscope::pipeline::Family::Xl { "up_blocks[0]" } else { "up_blocks[1]" }.to_string()]
-    } else {
-        args.positions.clone()
-    };
+    let positions = if args.positions.is_empty() { vec![pipe.default_position()] } else { args.positions.clone() };
     let request = ExtractRequest::new(positions).timesteps(&args.timesteps).seed(args.seed);
     pipe.resolve_positions(&request.positions)?;
     checks::create_parents(&[Some(&args.html)])?;

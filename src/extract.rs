@@ -2,10 +2,10 @@
 //! image → VAE posterior sample (first draw after `manual_seed`) → noise (second draw) → DDPM `add_noise` at
 //! timestep t → one U-Net pass with the prompt's conditioning → outputs at the requested positions.
 
+use crate::denoiser::DenoiserInput;
 use crate::error::{Error, Result};
 use crate::image_io::{load_image, PreparedImage};
 use crate::interventions::Interventions;
-use crate::models::AddedConditioning;
 use crate::models::LatentDistribution;
 use crate::pipeline::{Family, Pipeline, TextConditioning};
 use crate::posterior_cache::PixelsKey;
@@ -159,7 +159,8 @@ impl Pipeline {
         }
     }
 
-    /// One U-Net pass with taps, on noisy latents at timestep `t`.
+    /// One denoiser pass (U-Net or transformer) with taps, on noisy latents at step `t` (the model timestep is
+    /// the noise process' value for `t`: `t` itself for DDPM, `timesteps[999 − t]` for flow matching).
     pub fn unet_pass(
         &self,
         noisy: &Tensor,
@@ -169,22 +170,21 @@ impl Pipeline {
         taps: &mut Taps,
     ) -> Result<Option<Tensor>> {
         let _guard = tch::no_grad_guard();
-        self.noise_schedule.check_timestep(t)?;
+        let timestep = self.noise_schedule.model_timestep(t, noisy)?;
         let dtype = self.options.dtype;
         let noisy = noisy.f_to_kind(dtype)?;
-        let context = cond.hidden_states.f_to_kind(dtype)?;
         let batch = noisy.size()[0];
-        let time_ids = self.time_ids(size.0, size.1)?.f_expand([batch, -1], false)?;
-        let context = context.f_expand([batch, -1, -1], false)?;
-        let text_embeds = match &cond.text_embeds {
+        let context = cond.hidden_states.f_to_kind(dtype)?.f_expand([batch, -1, -1], false)?;
+        let pooled = match &cond.text_embeds {
             Some(t) => Some(t.f_to_kind(dtype)?.f_expand([batch, -1], false)?),
             None => None,
         };
-        let added = match (self.family, &text_embeds) {
-            (Family::Xl, Some(text_embeds)) => Some(AddedConditioning { text_embeds, time_ids: &time_ids }),
+        let time_ids = match self.family {
+            Family::Xl => Some(self.time_ids(size.0, size.1)?.f_expand([batch, -1], false)?),
             _ => None,
         };
-        self.unet.forward(&noisy, t as f64, &context, added, taps)
+        let input = DenoiserInput { context: &context, pooled: pooled.as_ref(), time_ids: time_ids.as_ref() };
+        self.denoiser.forward(&noisy, timestep, &input, taps)
     }
 
     /// Extract representations of image files.
@@ -192,7 +192,7 @@ impl Pipeline {
         let prepared = images
             .iter()
             .map(|p| {
-                let img = load_image(p.as_ref(), 8)?;
+                let img = load_image(p.as_ref(), self.pixel_multiple() as u32)?;
                 Ok((p.as_ref().display().to_string(), img))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -218,7 +218,7 @@ impl Pipeline {
     ) -> Result<Representations> {
         let prepared = images
             .iter()
-            .map(|p| Ok((p.as_ref().display().to_string(), load_image(p.as_ref(), 8)?)))
+            .map(|p| Ok((p.as_ref().display().to_string(), load_image(p.as_ref(), self.pixel_multiple() as u32)?)))
             .collect::<Result<Vec<_>>>()?;
         self.extract_prepared_with(request, prepared, interventions)
     }

@@ -11,14 +11,14 @@
 //! # Ok::<(), sdscope::Error>(())
 //! ```
 
+use crate::denoiser::DenoiserInput;
 use crate::error::{Error, Result};
 use crate::image_io::save_rgb8_png;
 use crate::interventions::Interventions;
 use crate::models::vae_decoder::to_rgb8;
-use crate::models::AddedConditioning;
 use crate::pipeline::{Family, Pipeline, TextConditioning};
 use crate::representations::{ImageInfo, Representations};
-use crate::schedulers::{build_sampler, SamplerKind};
+use crate::schedulers::{build_sampler_sized, SamplerKind};
 use crate::taps::Taps;
 use crate::xattn::{assemble, AttentionCapture, AttentionMaps};
 use std::collections::BTreeMap;
@@ -293,8 +293,9 @@ impl Pipeline {
             (Some(alias), _) => (alias.default_steps, alias.default_guidance),
             (None, Family::SingleEncoder) => (50, 7.5),
             (None, Family::Xl) => (50, 5.0),
+            (None, Family::Sd3) => (28, 7.0),
         };
-        let side = self.unet.config.sample_size.unwrap_or(64) * self.vae.scale_factor();
+        let side = self.denoiser.default_latent_side() * self.vae.scale_factor();
         GenerationDefaults { steps, guidance, width: side, height: side }
     }
 
@@ -393,8 +394,8 @@ impl Pipeline {
         let guidance = request.guidance.unwrap_or(defaults.guidance);
         let (width, height) = (request.width.unwrap_or(defaults.width), request.height.unwrap_or(defaults.height));
         let factor = self.vae.scale_factor();
-        check_size("width", width, factor)?;
-        check_size("height", height, factor)?;
+        check_size("width", width, self.pixel_multiple())?;
+        check_size("height", height, self.pixel_multiple())?;
         if !guidance.is_finite() {
             return Err(Error::invalid(format!("guidance {guidance}"), "must be a finite number"));
         }
@@ -411,9 +412,12 @@ impl Pipeline {
             None => None,
         };
         let mut attention_steps: BTreeMap<String, Vec<Tensor>> = BTreeMap::new();
-        let guided = guidance > 1.0 && self.unet.config.time_cond_proj_dim.is_none();
+        let guided = guidance > 1.0 && self.denoiser.supports_guidance();
         let path = self.source.root.join("scheduler").join("scheduler_config.json");
-        let mut sampler = build_sampler(request.scheduler, &self.scheduler_config, &path, steps)?;
+        let patches = self.pixel_multiple();
+        let image_tokens = (height / patches) * (width / patches);
+        let mut sampler =
+            build_sampler_sized(request.scheduler, &self.scheduler_config, &path, steps, Some(image_tokens))?;
         let timesteps = sampler.timesteps().to_vec();
         let cond = self.batch_conditioning(items, guided, (height, width))?;
         let added = match &cond.added {
@@ -423,7 +427,7 @@ impl Pipeline {
 
         let device = self.options.device;
         let batch = items.len();
-        let shape = [1, self.unet.config.in_channels, height / factor, width / factor];
+        let shape = [1, self.denoiser.in_channels(), height / factor, width / factor];
         // Per item, `torch.Generator().manual_seed(seed)` draws the initial latents, then (ancestral samplers) one
         // noise tensor per step; nothing else draws in between, so all of it is drawn here, under the lock.
         let mut initial = Vec::with_capacity(batch);
@@ -460,9 +464,12 @@ impl Pipeline {
             if let (Some(layers), Some(capture)) = (&attention_layers, &request.attention) {
                 taps.record_attention(layers.clone(), capture.per_head);
             }
-            let added_cond = added.as_ref().map(|(text_embeds, time_ids)| AddedConditioning { text_embeds, time_ids });
-            let out =
-                self.unet.forward(&input.f_to_kind(self.options.dtype)?, t, &cond.context, added_cond, &mut taps)?;
+            let input_cond = DenoiserInput {
+                context: &cond.context,
+                pooled: added.as_ref().map(|(pooled, _)| pooled),
+                time_ids: added.as_ref().map(|(_, time_ids)| *time_ids),
+            };
+            let out = self.denoiser.forward(&input.f_to_kind(self.options.dtype)?, t, &input_cond, &mut taps)?;
             let cond_offset = if guided { batch as i64 } else { 0 };
             for (layer, probs) in taps.take_attention() {
                 attention_steps
@@ -517,7 +524,7 @@ impl Pipeline {
             let latent = (latents.size()[2], latents.size()[3]);
             let maps = assemble(attention_steps, latent)?;
             let order: Vec<String> = self.positions().iter().filter(|p| maps.contains_key(*p)).cloned().collect();
-            let tokens = self.token_tables(&items[0].prompt)?.remove(0);
+            let tokens = self.attention_token_table(&items[0].prompt)?;
             let per_head = request.attention.as_ref().is_some_and(|c| c.per_head);
             let mut maps = AttentionMaps::new(maps, order, timesteps.clone(), (height, width), tokens, per_head);
             maps.image = Some(to_rgb8(&image.f_get(0)?)?);

@@ -30,7 +30,7 @@ pub struct ModelAlias {
     pub default_steps: usize,
     /// Recommended classifier-free guidance scale (0 disables guidance).
     pub default_guidance: f64,
-    /// Architecture family: `sd1`, `sd2` or `sdxl`.
+    /// Architecture family: `sd1`, `sd2`, `sdxl` or `sd3`.
     pub family: &'static str,
 }
 
@@ -48,11 +48,22 @@ pub struct ModelSource {
 }
 
 /// Pipeline components sdscope loads, in load order; others (safety checker, ...) are ignored.
-pub const COMPONENTS: [&str; 7] =
-    ["unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"];
+pub const COMPONENTS: [&str; 10] = [
+    "unet",
+    "transformer",
+    "vae",
+    "text_encoder",
+    "text_encoder_2",
+    "text_encoder_3",
+    "tokenizer",
+    "tokenizer_2",
+    "tokenizer_3",
+    "scheduler",
+];
 
 const SDXL: &str = "stabilityai/stable-diffusion-xl-base-1.0";
 const LIGHTNING: &str = "ByteDance/SDXL-Lightning";
+const SD3_MEDIUM: &str = "stabilityai/stable-diffusion-3-medium-diffusers";
 
 const fn plain(name: &'static str, repo: &'static str, steps: usize, cfg: f64, family: &'static str) -> ModelAlias {
     let (unet_repo, unet_file, prediction_type, timestep_spacing) = (None, None, None, None);
@@ -83,7 +94,7 @@ const fn lightning(name: &'static str, file: &'static str, steps: usize, pred: O
 
 /// The 1-step Lightning U-Net predicts x0 (`sample`) and is published under its own file name.
 #[rustfmt::skip]
-static ALIASES: [ModelAlias; 11] = [
+static ALIASES: [ModelAlias; 16] = [
     plain("sd1.5", "stable-diffusion-v1-5/stable-diffusion-v1-5", 50, 7.5, "sd1"),
     plain("sd1.4", "CompVis/stable-diffusion-v1-4", 50, 7.5, "sd1"),
     plain("sd2.1", "stabilityai/stable-diffusion-2-1", 50, 7.5, "sd2"),
@@ -95,6 +106,11 @@ static ALIASES: [ModelAlias; 11] = [
     lightning("sdxl-lightning-2step", "sdxl_lightning_2step_unet.safetensors", 2, None),
     lightning("sdxl-lightning-4step", "sdxl_lightning_4step_unet.safetensors", 4, None),
     lightning("sdxl-lightning-8step", "sdxl_lightning_8step_unet.safetensors", 8, None),
+    plain("sd3", SD3_MEDIUM, 28, 7.0, "sd3"),
+    plain("sd3-medium", SD3_MEDIUM, 28, 7.0, "sd3"),
+    plain("sd3.5-medium", "stabilityai/stable-diffusion-3.5-medium", 40, 4.5, "sd3"),
+    plain("sd3.5-large", "stabilityai/stable-diffusion-3.5-large", 28, 3.5, "sd3"),
+    plain("sd3.5-large-turbo", "stabilityai/stable-diffusion-3.5-large-turbo", 4, 0.0, "sd3"),
 ];
 
 /// All known model aliases.
@@ -217,6 +233,10 @@ fn components(index: &Value) -> Vec<&'static str> {
 fn fixed_files(comp: &str) -> Vec<(String, bool)> {
     let names: &[(&str, bool)] = match comp {
         "scheduler" => &[("scheduler_config.json", true)],
+        // SD3's T5 tokenizer: sdscope reads only `tokenizer.json`.
+        "tokenizer_3" => {
+            &[("tokenizer.json", true), ("tokenizer_config.json", true), ("special_tokens_map.json", false)]
+        }
         c if c.starts_with("tokenizer") => &[
             ("vocab.json", true),
             ("merges.txt", true),

@@ -14,6 +14,7 @@ pub mod collect;
 pub mod collection;
 pub mod config;
 pub mod datasets;
+pub mod denoiser;
 pub mod display;
 pub mod embed;
 pub mod error;
@@ -39,6 +40,7 @@ pub mod posterior_cache;
 pub mod project;
 pub mod representations;
 pub mod sae;
+pub mod sd3_text;
 pub mod tensor_io;
 pub mod xattn;
 

@@ -20,6 +20,12 @@ mod cli_sae;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// SD3: do not load the T5 text encoder (its part of the text sequence is zeros, as in diffusers).
+    #[arg(long, global = true)]
+    no_t5: bool,
+    /// SD3: keep the T5 encoder in this dtype (bf16, fp16 or fp32) while the rest is float32.
+    #[arg(long, global = true, value_name = "DTYPE")]
+    t5_dtype: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -108,6 +114,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every command builds its pipeline from `LoadOptions::default()`, which reads these.
+    if cli.no_t5 {
+        std::env::set_var("SDSCOPE_NO_T5", "1");
+    }
+    if let Some(dtype) = &cli.t5_dtype {
+        if let Err(e) = sdscope::sd3_text::parse_t5_dtype(dtype) {
+            eprintln!("error: --t5-dtype: {e}");
+            return ExitCode::from(2);
+        }
+        std::env::set_var("SDSCOPE_T5_DTYPE", dtype);
+    }
     let result = match cli.command {
         Command::Positions { model, size } => cli::positions(&model, size),
         Command::Tokens { model, prompt, json } => cli::tokens(&model, &prompt, json),

@@ -1,12 +1,14 @@
-//! A Stable Diffusion pipeline as sdscope uses it: tokenizers, text encoders, U-Net, VAE encoder and the noise
-//! schedule, loaded from a diffusers folder, a hub repo id or an alias.
+//! A Stable Diffusion pipeline as sdscope uses it: tokenizers, text encoders, the denoiser (U-Net or SD3
+//! transformer), VAE encoder and the noise process, loaded from a diffusers folder, a hub repo id or an alias.
 
-use crate::config::{read_json, ClipConfig, SchedulerConfig, UNetConfig, VaeConfig};
+use crate::config::{read_json, ClipConfig, SchedulerConfig, VaeConfig};
+use crate::denoiser::{load_denoiser, Denoiser};
 use crate::error::{Error, Result};
 use crate::hub::{component_weights, resolve, ModelSource};
-use crate::models::{ClipTextModel, UNet, VaeDecoder, VaeEncoder};
+use crate::models::{ClipTextModel, VaeDecoder, VaeEncoder};
 use crate::posterior_cache::PosteriorCache;
-use crate::schedulers::NoiseSchedule;
+use crate::schedulers::{FlowMatchNoise, FlowMatchSettings, NoiseProcess, NoiseSchedule};
+use crate::sd3_text::T5Text;
 use crate::taps::{normalize_position, update_base};
 use crate::tokenizer::{ClipTokenizer, Encoding};
 use crate::weights::Weights;
@@ -21,6 +23,8 @@ pub enum Family {
     SingleEncoder,
     /// Two text encoders and text/time micro-conditioning (SDXL, SDXL-Turbo, SDXL-Lightning).
     Xl,
+    /// An MMDiT transformer, two CLIPs with projections and an optional T5, flow matching (SD3, SD3.5).
+    Sd3,
 }
 
 /// Where and in which precision to load.
@@ -31,17 +35,27 @@ pub struct LoadOptions {
     pub dtype: Kind,
     /// Print one line per loaded component on stderr.
     pub progress: bool,
+    /// SD3: do not load the T5 encoder (`text_encoder_3`); its part of the text sequence is zeros, as diffusers
+    /// does without it.
+    pub skip_t5: bool,
+    /// SD3: the T5 encoder's dtype when it should differ from `dtype` (`Kind::BFloat16` keeps SD3 Medium's
+    /// 4.7B-parameter T5 at half the memory while the rest stays float32).
+    pub t5_dtype: Option<Kind>,
 }
 
 impl Default for LoadOptions {
+    /// CPU, float32, progress lines; `SDSCOPE_NO_T5=1` sets `skip_t5` and `SDSCOPE_T5_DTYPE=bf16|fp16|fp32`
+    /// sets `t5_dtype` (the CLI's `--no-t5` / `--t5-dtype` set these).
     fn default() -> Self {
-        Self { device: Device::Cpu, dtype: Kind::Float, progress: true }
+        let skip_t5 = std::env::var_os("SDSCOPE_NO_T5").is_some_and(|v| !v.is_empty() && v != "0");
+        let t5_dtype = std::env::var("SDSCOPE_T5_DTYPE").ok().and_then(|d| crate::sd3_text::parse_t5_dtype(&d).ok());
+        Self { device: Device::Cpu, dtype: Kind::Float, progress: true, skip_t5, t5_dtype }
     }
 }
 
-/// The prompt conditioning handed to the U-Net.
+/// The prompt conditioning handed to the denoiser.
 /// # Shapes
-/// `hidden_states: [1, 77, D]`; `text_embeds: [1, P]` (SDXL only)
+/// `hidden_states: [1, 77, D]` (SD3: `[1, 77 + T5 tokens, D]`); `text_embeds: [1, P]` (pooled; SDXL and SD3)
 pub struct TextConditioning {
     pub hidden_states: Tensor,
     pub text_embeds: Option<Tensor>,
@@ -52,11 +66,14 @@ pub struct Pipeline {
     pub family: Family,
     pub tokenizers: Vec<ClipTokenizer>,
     pub text_encoders: Vec<ClipTextModel>,
-    pub unet: UNet,
+    /// SD3's T5 tokenizer and encoder (`None` when the model has none or it was skipped).
+    pub t5: Option<T5Text>,
+    pub denoiser: Box<dyn Denoiser>,
     pub vae: VaeEncoder,
     pub vae_decoder: VaeDecoder,
     pub scheduler_config: SchedulerConfig,
-    pub noise_schedule: NoiseSchedule,
+    /// The forward process of extraction: DDPM noise or flow matching, from the scheduler config.
+    pub noise_schedule: Box<dyn NoiseProcess>,
     pub options: LoadOptions,
     /// VAE posteriors of recently extracted images (see [`PosteriorCache`]).
     pub posterior_cache: PosteriorCache,
@@ -66,22 +83,6 @@ fn note(options: &LoadOptions, what: &str, start: Instant) {
     if options.progress {
         eprintln!("[sdscope] loaded {what} in {:.1} s", start.elapsed().as_secs_f64());
     }
-}
-
-/// Load the U-Net of a resolved model (with the Lightning weight override when the alias has one).
-pub fn load_unet(source: &ModelSource, options: &LoadOptions) -> Result<UNet> {
-    let start = Instant::now();
-    let dir = source.root.join("unet");
-    let config_path = dir.join("config.json");
-    let config: UNetConfig = read_json(&config_path)?;
-    let files = match &source.unet_override {
-        Some(file) => vec![file.clone()],
-        None => component_weights(&dir)?,
-    };
-    let weights = Weights::open_mapped(&files, options.dtype, options.device)?;
-    let unet = UNet::load(config, &config_path, &weights)?;
-    note(options, "unet", start);
-    Ok(unet)
 }
 
 /// Load the tokenizers (`tokenizer/`, and `tokenizer_2/` when present).
@@ -134,11 +135,17 @@ impl Pipeline {
     pub fn load_with(model: &str, options: LoadOptions) -> Result<Self> {
         let source = resolve(model)?;
         let root = source.root.clone();
-        let family = if root.join("text_encoder_2").is_dir() { Family::Xl } else { Family::SingleEncoder };
+        let family = if root.join("transformer").is_dir() {
+            Family::Sd3
+        } else if root.join("text_encoder_2").is_dir() {
+            Family::Xl
+        } else {
+            Family::SingleEncoder
+        };
         let start = Instant::now();
         let tokenizers = load_tokenizers(&root)?;
         let mut text_encoders = vec![load_text_encoder(&root.join("text_encoder"), &options)?];
-        if family == Family::Xl {
+        if family != Family::SingleEncoder {
             text_encoders.push(load_text_encoder(&root.join("text_encoder_2"), &options)?);
         }
         if tokenizers.len() != text_encoders.len() {
@@ -147,19 +154,26 @@ impl Pipeline {
                 "needs one tokenizer folder per text encoder",
             ));
         }
+        let t5 = if family == Family::Sd3 { T5Text::load_optional(&root, &options)? } else { None };
         note(&options, "tokenizers and text encoders", start);
-        let unet = load_unet(&source, &options)?;
+        let denoiser = load_denoiser(&source, &options)?;
         let start = Instant::now();
         let (vae, vae_decoder) = load_vae(&root.join("vae"), &options)?;
         note(&options, "vae", start);
         let (scheduler_config, path) = load_scheduler_config(&source)?;
-        let noise_schedule = NoiseSchedule::from_config(&scheduler_config, &path)?;
+        let noise_schedule: Box<dyn NoiseProcess> = if FlowMatchSettings::applies(&scheduler_config) {
+            let settings = FlowMatchSettings::from_config(&scheduler_config, &path)?;
+            Box::new(FlowMatchNoise { settings, patch_size: denoiser.latent_multiple() })
+        } else {
+            Box::new(NoiseSchedule::from_config(&scheduler_config, &path)?)
+        };
         Ok(Self {
             source,
             family,
             tokenizers,
             text_encoders,
-            unet,
+            t5,
+            denoiser,
             vae,
             vae_decoder,
             scheduler_config,
@@ -169,14 +183,14 @@ impl Pipeline {
         })
     }
 
-    /// Every valid position of the U-Net, in module-tree order.
+    /// Every valid position of the denoiser, in module-tree order.
     pub fn positions(&self) -> &[String] {
-        self.unet.positions()
+        self.denoiser.positions()
     }
 
     /// Parse and validate positions (`P` or `P@update`); an unknown one is an error listing the valid ones.
     pub fn resolve_positions<S: AsRef<str>>(&self, positions: &[S]) -> Result<Vec<String>> {
-        resolve_positions(self.unet.positions(), self.unet.update_positions(), positions)
+        resolve_positions(self.denoiser.positions(), self.denoiser.update_positions(), positions)
     }
 
     /// Check that every `P@update` among `positions` (resolved) is a module whose output has its input's shape,
@@ -189,8 +203,7 @@ impl Pipeline {
         }
         let _guard = tch::no_grad_guard();
         let side = 16;
-        let (sample, context, text_embeds) = self.unet.dummy_inputs((side, side))?;
-        let cond = TextConditioning { hidden_states: context, text_embeds };
+        let (sample, cond) = self.denoiser.dummy_inputs((side, side))?;
         let mut taps = crate::taps::Taps::capture(updates.into_iter().cloned(), true);
         let pixels = side * self.vae.scale_factor();
         let sample = sample.f_to_device(self.options.device)?;
@@ -230,6 +243,7 @@ impl Pipeline {
                 let out = self.text_encoders[0].forward(&ids(0)?)?;
                 Ok(TextConditioning { hidden_states: out.last_hidden_state, text_embeds: None })
             }
+            Family::Sd3 => self.encode_sd3(&encodings, prompts),
             Family::Xl => {
                 let first = self.text_encoders[0].forward(&ids(0)?)?;
                 let second = self.text_encoders[1].forward(&ids(1)?)?;
@@ -240,6 +254,28 @@ impl Pipeline {
                 Ok(TextConditioning { hidden_states, text_embeds: Some(text_embeds) })
             }
         }
+    }
+
+    /// The similarity explorer's default position: `up_blocks[1]` (SD1/2), `up_blocks[0]` (SDXL), the middle
+    /// joint block (SD3).
+    pub fn default_position(&self) -> String {
+        match self.family {
+            Family::SingleEncoder => "up_blocks[1]".into(),
+            Family::Xl => "up_blocks[0]".into(),
+            Family::Sd3 => {
+                let blocks = self
+                    .positions()
+                    .iter()
+                    .filter(|p| p.starts_with("transformer_blocks[") && !p.contains('.') && !p.contains('@'))
+                    .count();
+                format!("transformer_blocks[{}]", blocks / 2)
+            }
+        }
+    }
+
+    /// Image sides must be multiples of this many pixels (8, or 16 for SD3's 2×2 patches).
+    pub fn pixel_multiple(&self) -> i64 {
+        self.vae.scale_factor() * self.denoiser.latent_multiple()
     }
 
     /// SDXL micro-conditioning `(H, W, 0, 0, H, W)` for an image of this size.

@@ -198,6 +198,9 @@ fn check_replacement(path: &str, original: &Tensor, replacement: Tensor) -> Resu
 /// The suffix that turns a position into its module's update (output − input).
 pub const UPDATE_SUFFIX: &str = "@update";
 
+/// The suffix naming the text stream of a joint (MMDiT) transformer block: `transformer_blocks[3]@text`.
+pub const TEXT_SUFFIX: &str = "@text";
+
 /// `Some(P)` for a position `P@update`.
 pub fn update_base(position: &str) -> Option<&str> {
     position.strip_suffix(UPDATE_SUFFIX)
@@ -207,11 +210,16 @@ pub fn update_base(position: &str) -> Option<&str> {
 /// into the canonical bracket form, keeping an `@update` suffix. Nothing is evaluated.
 pub fn normalize_position(given: &str) -> Result<String> {
     let bad = |why: &str| Error::BadPositionSyntax { given: given.to_string(), why: why.to_string() };
-    let (text, suffix) = match given.trim().split_once('@') {
-        Some((base, "update")) => (base, UPDATE_SUFFIX),
-        Some(_) => return Err(bad("the only suffix is `@update` (the module's output − input)")),
-        None => (given.trim(), ""),
-    };
+    let (text, suffix) =
+        match given.trim().split_once('@') {
+            Some((base, "update")) => (base, UPDATE_SUFFIX),
+            Some((base, "text")) => (base, TEXT_SUFFIX),
+            Some(_) => return Err(bad(
+                "the suffixes are `@update` (the module's output − input) and `@text` (a joint transformer block's \
+                 text stream)",
+            )),
+            None => (given.trim(), ""),
+        };
     Ok(format!("{}{suffix}", normalize_path(text, &bad)?))
 }
 
@@ -299,6 +307,13 @@ impl<'a> Node<'a> {
         self.path.clone()
     }
 
+    /// Record a second output of this module as a position of its own: `{path}{suffix}` (e.g. `@text`).
+    pub fn register_output(&self, suffix: &str) -> String {
+        let path = format!("{}{suffix}", self.path);
+        self.registry.borrow_mut().positions.push(path.clone());
+        path
+    }
+
     /// Record this module as a valid position whose forward reports its input (`P@update` is valid).
     pub fn register_with_input(&self) -> String {
         self.registry.borrow_mut().with_input.push(self.path.clone());
@@ -318,6 +333,7 @@ mod tests {
         assert_eq!(normalize_position("a.to_out[0]").unwrap(), "a.to_out[0]");
         assert_eq!(normalize_position("mid_block.attentions.0@update").unwrap(), "mid_block.attentions[0]@update");
         assert_eq!(update_base("mid_block@update"), Some("mid_block"));
+        assert_eq!(normalize_position("transformer_blocks.2@text").unwrap(), "transformer_blocks[2]@text");
         for bad in
             ["", "up_blocks[", "up_blocks[x]", "1.up", "up..x", "__import__('os')", "up_blocks[1]x", "a@b", "@update"]
         {

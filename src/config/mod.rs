@@ -2,12 +2,16 @@
 //! Every architecture switch comes from these files; nothing is hard-coded per model.
 
 pub mod clip;
+pub mod mmdit;
 pub mod scheduler;
+pub mod t5;
 pub mod unet;
 pub mod vae;
 
 pub use clip::ClipConfig;
+pub use mmdit::Sd3TransformerConfig;
 pub use scheduler::SchedulerConfig;
+pub use t5::T5Config;
 pub use unet::UNetConfig;
 pub use vae::VaeConfig;
 

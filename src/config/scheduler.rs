@@ -64,4 +64,25 @@ pub struct SchedulerConfig {
     pub timestep_type: Option<String>,
     #[serde(default)]
     pub final_sigmas_type: Option<String>,
+    // Flow matching (`FlowMatchEulerDiscreteScheduler`).
+    #[serde(default)]
+    pub shift: Option<f64>,
+    #[serde(default)]
+    pub use_dynamic_shifting: Option<bool>,
+    #[serde(default)]
+    pub base_shift: Option<f64>,
+    #[serde(default)]
+    pub max_shift: Option<f64>,
+    #[serde(default)]
+    pub base_image_seq_len: Option<i64>,
+    #[serde(default)]
+    pub max_image_seq_len: Option<i64>,
+    #[serde(default)]
+    pub time_shift_type: Option<String>,
+    #[serde(default)]
+    pub shift_terminal: Option<f64>,
+    #[serde(default)]
+    pub invert_sigmas: Option<bool>,
+    #[serde(default)]
+    pub stochastic_sampling: Option<bool>,
 }

@@ -25,6 +25,7 @@ pub fn timestep_features(t: &Tensor, dim: i64, flip_sin_to_cos: bool, freq_shift
 pub struct TimestepEmbedding {
     path: String,
     linear_1: (String, Linear),
+    act: String,
     linear_2: (String, Linear),
 }
 
@@ -36,6 +37,7 @@ impl TimestepEmbedding {
         Ok(Self {
             path,
             linear_1: (l1.register(), Linear::load(&l1.vb, in_dim, dim, true)?),
+            act: node.child("act").register(),
             linear_2: (l2.register(), Linear::load(&l2.vb, dim, dim, true)?),
         })
     }
@@ -43,7 +45,8 @@ impl TimestepEmbedding {
     /// # Shapes
     /// `[B, in_dim]` → `[B, dim]`
     pub fn forward(&self, x: &Tensor, taps: &mut Taps) -> Result<Tensor> {
-        let h = taps.visit(&self.linear_1.0, self.linear_1.1.forward(x)?)?.f_silu()?;
+        let h = taps.visit(&self.linear_1.0, self.linear_1.1.forward(x)?)?;
+        let h = taps.visit(&self.act, h.f_silu()?)?;
         let h = taps.visit(&self.linear_2.0, self.linear_2.1.forward(&h)?)?;
         taps.visit(&self.path, h)
     }

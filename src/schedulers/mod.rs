@@ -7,10 +7,12 @@
 
 pub mod ddim;
 pub mod euler;
+pub mod flow_match;
 pub mod noise;
 pub mod pndm;
 pub mod spacing;
 
+pub use flow_match::{FlowMatchEuler, FlowMatchNoise, FlowMatchSettings};
 pub use noise::NoiseSchedule;
 pub use spacing::Spacing;
 
@@ -26,11 +28,18 @@ pub enum SamplerKind {
     Pndm,
     Euler,
     EulerAncestral,
+    /// Rectified-flow Euler (SD3): the only sampler of flow-matching models.
+    FlowMatchEuler,
 }
 
 impl SamplerKind {
-    pub const ALL: [SamplerKind; 4] =
-        [SamplerKind::Ddim, SamplerKind::Pndm, SamplerKind::Euler, SamplerKind::EulerAncestral];
+    pub const ALL: [SamplerKind; 5] = [
+        SamplerKind::Ddim,
+        SamplerKind::Pndm,
+        SamplerKind::Euler,
+        SamplerKind::EulerAncestral,
+        SamplerKind::FlowMatchEuler,
+    ];
 
     /// The short name used on the command line.
     pub fn name(self) -> &'static str {
@@ -39,6 +48,7 @@ impl SamplerKind {
             SamplerKind::Pndm => "pndm",
             SamplerKind::Euler => "euler",
             SamplerKind::EulerAncestral => "euler_ancestral",
+            SamplerKind::FlowMatchEuler => "flow_match_euler",
         }
     }
 
@@ -49,6 +59,7 @@ impl SamplerKind {
             SamplerKind::Pndm => "PNDMScheduler",
             SamplerKind::Euler => "EulerDiscreteScheduler",
             SamplerKind::EulerAncestral => "EulerAncestralDiscreteScheduler",
+            SamplerKind::FlowMatchEuler => "FlowMatchEulerDiscreteScheduler",
         }
     }
 
@@ -62,6 +73,7 @@ impl SamplerKind {
             "eulerancestral" | "eulera" | "eulerancestraldiscrete" | "eulerancestraldiscretescheduler" => {
                 SamplerKind::EulerAncestral
             }
+            "flowmatcheuler" | "flowmatch" | "flowmatcheulerdiscretescheduler" => SamplerKind::FlowMatchEuler,
             _ => {
                 let known: Vec<String> =
                     Self::ALL.iter().map(|k| format!("{} ({})", k.name(), k.class_name())).collect();
@@ -140,6 +152,34 @@ pub trait Sampler {
     }
 }
 
+/// The forward (noising) process extraction uses: DDPM `add_noise` ([`NoiseSchedule`]) or flow-matching
+/// `scale_noise` ([`FlowMatchNoise`]), addressed by a step `t` in `0..num_train_timesteps` (0 = least noise).
+pub trait NoiseProcess {
+    /// Check that `t` is a valid step.
+    fn check_timestep(&self, t: i64) -> Result<()>;
+    /// The noisy latents at step `t`.
+    /// # Shapes
+    /// `latents`, `noise`: `[B, C, h, w]` → `[B, C, h, w]`
+    fn add_noise(&self, latents: &Tensor, noise: &Tensor, t: i64) -> Result<Tensor>;
+    /// The timestep value the denoiser is called with at step `t` (`t` itself for DDPM, σ·1000 for flow).
+    fn model_timestep(&self, t: i64, latents: &Tensor) -> Result<f64>;
+}
+
+impl NoiseProcess for NoiseSchedule {
+    fn check_timestep(&self, t: i64) -> Result<()> {
+        NoiseSchedule::check_timestep(self, t)
+    }
+
+    fn add_noise(&self, latents: &Tensor, noise: &Tensor, t: i64) -> Result<Tensor> {
+        NoiseSchedule::add_noise(self, latents, noise, t)
+    }
+
+    fn model_timestep(&self, t: i64, _latents: &Tensor) -> Result<f64> {
+        NoiseSchedule::check_timestep(self, t)?;
+        Ok(t as f64)
+    }
+}
+
 /// Settings every sampler reads from the config.
 pub(crate) struct Common {
     /// ᾱ_t in float32, as diffusers keeps it.
@@ -186,6 +226,36 @@ pub fn build_sampler(
     path: &Path,
     steps: usize,
 ) -> Result<Box<dyn Sampler>> {
+    build_sampler_sized(kind, config, path, steps, None)
+}
+
+/// [`build_sampler`] knowing the number of image tokens (flow matching with dynamic shifting needs it).
+/// Flow-matching models take only the flow-matching sampler, and DDPM-trained models only the others.
+pub fn build_sampler_sized(
+    kind: Option<SamplerKind>,
+    config: &SchedulerConfig,
+    path: &Path,
+    steps: usize,
+    image_seq_len: Option<i64>,
+) -> Result<Box<dyn Sampler>> {
+    let flow = FlowMatchSettings::applies(config);
+    if flow || kind == Some(SamplerKind::FlowMatchEuler) {
+        if kind.is_some_and(|k| k != SamplerKind::FlowMatchEuler) || !flow {
+            return Err(Error::invalid(
+                format!("scheduler `{}`", kind.map(|k| k.name()).unwrap_or("flow_match_euler")),
+                format!(
+                    "this model is trained for {}; use {}",
+                    if flow { "flow matching" } else { "DDPM noise" },
+                    if flow {
+                        "flow_match_euler".to_string()
+                    } else {
+                        "one of ddim, pndm, euler, euler_ancestral".to_string()
+                    }
+                ),
+            ));
+        }
+        return Ok(Box::new(FlowMatchEuler::new(config, path, steps, image_seq_len)?));
+    }
     let kind = match kind {
         Some(k) => k,
         None => {
@@ -206,6 +276,7 @@ pub fn build_sampler(
         SamplerKind::Pndm => Box::new(pndm::Pndm::new(common, config, path, steps)?),
         SamplerKind::Euler => Box::new(euler::Euler::new(common, config, path, steps, false)?),
         SamplerKind::EulerAncestral => Box::new(euler::Euler::new(common, config, path, steps, true)?),
+        SamplerKind::FlowMatchEuler => Box::new(FlowMatchEuler::new(config, path, steps, image_seq_len)?),
     })
 }
 

@@ -31,6 +31,7 @@
 //! transformers uses it; its normalizer and pre-tokenizer are ignored by transformers too.
 
 mod added_tokens;
+pub mod t5;
 #[cfg(test)]
 mod tests;
 
@@ -50,6 +51,7 @@ use tokenizers::{SplitDelimiterBehavior, Tokenizer};
 
 use crate::error::{Error, Result};
 use added_tokens::plan_added_tokens;
+pub use t5::T5Tokenizer;
 
 /// The pre-tokenization regex of CLIP, as transformers' `CLIPTokenizer` writes it.
 const CLIP_SPLIT_PATTERN: &str =

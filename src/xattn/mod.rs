@@ -21,7 +21,7 @@ pub mod tokens;
 
 pub use maps::{AttentionMaps, HeadReduce, LayerSelect, MapQuery, Normalize, StepSelect, TokenReduce, Upsample};
 pub use render::{html_grid, render, Colormap, RenderMode, RenderOptions};
-pub use tokens::{TokenEntry, TokenKind, TokenSelection, TokenTable};
+pub use tokens::{TokenEntry, TokenKind, TokenSegment, TokenSelection, TokenTable};
 
 use crate::error::{Error, Result};
 use crate::image_io::{load_image, PreparedImage};
@@ -110,9 +110,27 @@ pub(crate) fn assemble(
 }
 
 impl Pipeline {
-    /// Every cross-attention layer (`…attn2`) in forward order.
+    /// Every text-attending layer in forward order: a U-Net's cross-attention (`…attn2`), an SD3
+    /// transformer's joint attention (`transformer_blocks[i].attn`, its image → text part).
     pub fn cross_attention_layers(&self) -> Vec<String> {
-        self.positions().iter().filter(|p| p.ends_with(".attn2")).cloned().collect()
+        self.denoiser.text_attention_layers()
+    }
+
+    /// The token table of the text sequence attention maps index: CLIP (the first tokenizer's 77 positions), or
+    /// for SD3 the joint sequence, CLIP-L's 77 positions then the T5 positions.
+    pub fn attention_token_table(&self, prompt: &str) -> Result<TokenTable> {
+        let clip = self.token_tables(prompt)?.remove(0);
+        if self.family != crate::pipeline::Family::Sd3 {
+            return Ok(clip);
+        }
+        let offset = clip.entries.len();
+        let t5 = match &self.t5 {
+            Some(t5) => {
+                TokenTable::from_t5_encoding(&t5.tokenize(prompt)?, t5.tokenizer.eos_id(), offset, clip.word_count())
+            }
+            None => TokenTable::empty_segment(TokenSegment::T5, offset, crate::sd3_text::T5_MAX_SEQUENCE_LENGTH),
+        };
+        Ok(TokenTable::joint(clip, t5))
     }
 
     /// The prompt's tokens for each tokenizer: index, token, word (display with `to_text`).
@@ -127,8 +145,11 @@ impl Pipeline {
     pub(crate) fn resolve_attention_layers(&self, capture: &AttentionCapture) -> Result<Option<Vec<String>>> {
         let Some(layers) = &capture.layers else { return Ok(None) };
         let resolved = self.resolve_positions(layers)?;
+        let text_layers = self.cross_attention_layers();
+        let self_attention_ok = self.family != crate::pipeline::Family::Sd3;
         for (given, path) in layers.iter().zip(&resolved) {
-            if !(path.ends_with(".attn1") || path.ends_with(".attn2")) {
+            let is_self = self_attention_ok && path.ends_with(".attn1");
+            if !(is_self || text_layers.contains(path)) {
                 return Err(Error::invalid(
                     format!("attention layer `{given}`"),
                     format!(
@@ -143,7 +164,7 @@ impl Pipeline {
 
     /// Cross-attention maps of an image file (see [`AttentionRequest`]).
     pub fn cross_attention(&self, image: impl AsRef<Path>, request: &AttentionRequest) -> Result<AttentionMaps> {
-        self.cross_attention_prepared(&load_image(image.as_ref(), 8)?, request)
+        self.cross_attention_prepared(&load_image(image.as_ref(), self.pixel_multiple() as u32)?, request)
     }
 
     /// Cross-attention maps of an image already prepared (e.g. by [`crate::datasets::load_resized`] or
@@ -167,7 +188,7 @@ impl Pipeline {
         let latent = (noisy.size()[2], noisy.size()[3]);
         let maps = assemble(per_layer, latent)?;
         let order: Vec<String> = self.positions().iter().filter(|p| maps.contains_key(*p)).cloned().collect();
-        let tokens = self.token_tables(&request.prompt)?.remove(0);
+        let tokens = self.attention_token_table(&request.prompt)?;
         let mut out = AttentionMaps::new(
             maps,
             order,

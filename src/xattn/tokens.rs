@@ -2,7 +2,9 @@
 //! user names the tokens a map is made of.
 //!
 //! Indices count positions in the tokenizer output: 0 is BOS, 1 the first token of the prompt (the
-//! convention of the A1111 "Visualize Cross-Attention" extension), then EOS and padding.
+//! convention of the A1111 "Visualize Cross-Attention" extension), then EOS and padding. SD3's joint text
+//! sequence has two segments: the 77 CLIP positions (0..77), then the T5 positions (77..333); a selection can be
+//! restricted to one of them with [`TokenSelection::Within`].
 
 use crate::error::{Error, Result};
 use crate::tokenizer::Encoding;
@@ -17,7 +19,25 @@ pub enum TokenKind {
     Padding,
 }
 
-/// One of the 77 token positions.
+/// Which encoder's part of the text sequence a position belongs to (SD3 has both; U-Nets only CLIP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum TokenSegment {
+    Clip,
+    T5,
+}
+
+impl TokenSegment {
+    /// `clip` or `t5`.
+    pub fn parse(given: &str) -> Result<Self> {
+        match given.trim().to_ascii_lowercase().as_str() {
+            "clip" => Ok(Self::Clip),
+            "t5" => Ok(Self::T5),
+            _ => Err(Error::invalid(format!("token segment `{given}`"), "use clip or t5")),
+        }
+    }
+}
+
+/// One token position.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TokenEntry {
     pub index: usize,
@@ -29,6 +49,7 @@ pub struct TokenEntry {
     pub word_index: Option<usize>,
     /// The whole word the token belongs to (`photorealistic` for both `photo` and `realistic`).
     pub word: Option<String>,
+    pub segment: TokenSegment,
 }
 
 /// Every token position of a prompt for one tokenizer, with the words truncation cut off.
@@ -50,6 +71,8 @@ pub enum TokenSelection {
     Padding,
     /// Every token of the prompt (BOS, EOS and padding excluded).
     AllText,
+    /// Another selection restricted to one segment of a joint (SD3) sequence: `Within(T5, Word("cat"))`.
+    Within(TokenSegment, Box<TokenSelection>),
 }
 
 const WORD_END: &str = "</w>";
@@ -94,7 +117,15 @@ impl TokenTable {
             } else {
                 TokenKind::Text
             };
-            let mut entry = TokenEntry { index, id, text: readable(token), kind, word_index: None, word: None };
+            let mut entry = TokenEntry {
+                index,
+                id,
+                text: readable(token),
+                kind,
+                word_index: None,
+                word: None,
+                segment: TokenSegment::Clip,
+            };
             if kind == TokenKind::Text {
                 entry.word_index = Some(word_count);
                 current.push(index);
@@ -115,6 +146,88 @@ impl TokenTable {
             entries[i].word = Some(word);
         }
         Self { entries, truncated_words: encoding.truncated_words.clone() }
+    }
+
+    /// The table of a T5 encoding (no BOS; words start at `▁`), its indices shifted by `offset` (77 in SD3's
+    /// joint sequence) and its word numbers by `first_word`.
+    pub fn from_t5_encoding(encoding: &Encoding, eos_id: i64, offset: usize, first_word: usize) -> Self {
+        let mut entries: Vec<TokenEntry> = Vec::with_capacity(encoding.ids.len());
+        let mut word_count = first_word;
+        let mut seen_eos = false;
+        let mut word_start: Option<usize> = None;
+        let close = |entries: &mut Vec<TokenEntry>, start: Option<usize>| {
+            if let Some(start) = start {
+                let word: String = entries[start..].iter().map(|e| e.text.as_str()).collect();
+                for e in &mut entries[start..] {
+                    e.word = Some(word.clone());
+                }
+            }
+        };
+        for (i, (&id, token)) in encoding.ids.iter().zip(&encoding.tokens).enumerate() {
+            let kind = if seen_eos || i >= encoding.length {
+                TokenKind::Padding
+            } else if id == eos_id {
+                seen_eos = true;
+                TokenKind::Eos
+            } else {
+                TokenKind::Text
+            };
+            let starts_word = token.starts_with('\u{2581}');
+            let text = token.trim_start_matches('\u{2581}').to_string();
+            if kind != TokenKind::Text || starts_word {
+                close(&mut entries, word_start.map(|s| s - offset));
+                word_start = None;
+            }
+            let mut entry = TokenEntry {
+                index: offset + i,
+                id,
+                text,
+                kind,
+                word_index: None,
+                word: None,
+                segment: TokenSegment::T5,
+            };
+            if kind == TokenKind::Text {
+                if word_start.is_none() {
+                    word_start = Some(offset + i);
+                    word_count += 1;
+                }
+                entry.word_index = Some(word_count - 1);
+            }
+            entries.push(entry);
+        }
+        close(&mut entries, word_start.map(|s| s - offset));
+        Self { entries, truncated_words: encoding.truncated_words.clone() }
+    }
+
+    /// `n` padding positions of a segment that holds no tokens (SD3 without T5: zeros in the sequence).
+    pub fn empty_segment(segment: TokenSegment, offset: usize, n: usize) -> Self {
+        let entries = (0..n)
+            .map(|i| TokenEntry {
+                index: offset + i,
+                id: 0,
+                text: String::new(),
+                kind: TokenKind::Padding,
+                word_index: None,
+                word: None,
+                segment,
+            })
+            .collect();
+        Self { entries, truncated_words: vec![] }
+    }
+
+    /// SD3's joint sequence: these CLIP positions, then `t5`'s (already offset).
+    pub fn joint(clip: TokenTable, t5: TokenTable) -> Self {
+        let mut entries = clip.entries;
+        entries.extend(t5.entries);
+        let mut truncated_words = clip.truncated_words;
+        truncated_words.extend(t5.truncated_words.into_iter().map(|w| format!("{w} (T5)")));
+        Self { entries, truncated_words }
+    }
+
+    /// The number of words (for numbering a following segment's words).
+    pub fn word_count(&self) -> usize {
+        self.entries.iter().filter_map(|e| e.word_index).max().map_or(0, |m| m + 1)
     }
 
     /// The token positions of a selection, checked; an unknown word or an index out of range is an error that
@@ -162,11 +275,60 @@ impl TokenTable {
             TokenSelection::Eos => of_kind(TokenKind::Eos),
             TokenSelection::Padding => of_kind(TokenKind::Padding),
             TokenSelection::AllText => of_kind(TokenKind::Text),
+            TokenSelection::Within(segment, inner) => {
+                let part = TokenTable {
+                    entries: self.entries.iter().filter(|e| e.segment == *segment).cloned().collect(),
+                    truncated_words: self.truncated_words.clone(),
+                };
+                if part.entries.is_empty() {
+                    return Err(Error::invalid(
+                        format!("token segment {segment:?}"),
+                        "this model's text sequence has no such part (only SD3 has T5 positions)",
+                    ));
+                }
+                part.select_in_part(inner)?
+            }
         };
         if picked.is_empty() {
             return Err(Error::invalid(format!("token selection {selection:?}"), "selects no token"));
         }
         Ok(picked)
+    }
+
+    /// [`Self::select`] within a segment's entries (indices stay those of the joint sequence).
+    fn select_in_part(&self, selection: &TokenSelection) -> Result<Vec<usize>> {
+        match selection {
+            TokenSelection::Indices(indices) => {
+                let valid: Vec<usize> = self.entries.iter().map(|e| e.index).collect();
+                if let Some(bad) = indices.iter().find(|i| !valid.contains(i)) {
+                    return Err(Error::invalid(
+                        format!("token index {bad}"),
+                        format!(
+                            "this segment holds positions {}..={}",
+                            valid.first().copied().unwrap_or(0),
+                            valid.last().copied().unwrap_or(0)
+                        ),
+                    ));
+                }
+                Ok(indices.clone())
+            }
+            other => {
+                let position: std::collections::HashMap<usize, usize> =
+                    self.entries.iter().enumerate().map(|(i, e)| (e.index, i)).collect();
+                let local = TokenTable {
+                    entries: self
+                        .entries
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| TokenEntry { index: i, ..e.clone() })
+                        .collect(),
+                    truncated_words: self.truncated_words.clone(),
+                };
+                let picked = local.select(other)?;
+                let back: std::collections::HashMap<usize, usize> = position.into_iter().map(|(g, l)| (l, g)).collect();
+                Ok(picked.into_iter().map(|l| back[&l]).collect())
+            }
+        }
     }
 
     /// The prompt's words in order (each once per occurrence).
@@ -198,6 +360,9 @@ impl TokenTable {
             TokenSelection::Eos => "<eos>".into(),
             TokenSelection::Padding => "<padding>".into(),
             TokenSelection::AllText => "all prompt tokens".into(),
+            TokenSelection::Within(segment, inner) => {
+                format!("{} ({})", self.label(inner), if *segment == TokenSegment::T5 { "T5" } else { "CLIP" })
+            }
         }
     }
 
