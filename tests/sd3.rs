@@ -336,3 +336,39 @@ fn sd3_attention_maps_match_diffusers() {
         assert_eq!(map.size(), [case.height, case.width]);
     }
 }
+
+/// `FlowMatchEulerDiscreteScheduler.set_timesteps`: static shift and dynamic (μ) shifting, 1 to 1000 steps.
+#[test]
+fn flow_match_schedules_match_diffusers() {
+    use sdscope::config::SchedulerConfig;
+    use sdscope::schedulers::FlowMatchSettings;
+    let rows: Vec<serde_json::Value> = read_json(fixtures().join("mmdit/schedulers.json"));
+    assert!(rows.len() >= 10);
+    for row in rows {
+        let mut config = row["config"].clone();
+        config["_class_name"] = "FlowMatchEulerDiscreteScheduler".into();
+        let config: SchedulerConfig = serde_json::from_value(config).unwrap();
+        let settings = FlowMatchSettings::from_config(&config, std::path::Path::new("schedulers.json")).unwrap();
+        let steps = row["steps"].as_u64().unwrap() as usize;
+        let tokens = row["image_seq_len"].as_i64();
+        if let (Some(d), Some(mu)) = (&settings.dynamic, row["mu"].as_f64()) {
+            assert_eq!(d.mu(tokens.unwrap()), mu, "μ for {tokens:?} tokens");
+        }
+        let (timesteps, sigmas) = settings.schedule(steps, tokens).unwrap();
+        let theirs_t: Vec<f32> = serde_json::from_value(row["timesteps"].clone()).unwrap();
+        let theirs_s: Vec<f32> = serde_json::from_value(row["sigmas"].clone()).unwrap();
+        assert_eq!(timesteps, theirs_t, "timesteps, {steps} steps, {}", row["config"]);
+        assert_eq!(sigmas, theirs_s, "sigmas, {steps} steps, {}", row["config"]);
+    }
+}
+
+/// T5 kept in bfloat16 while the rest is float32 (what lets SD3 Medium fit 24 GB): close to the float32 text.
+#[test]
+fn sd3_t5_in_bf16_stays_close() {
+    let pipe = load_with("sd3", LoadOptions { t5_dtype: Some(tch::Kind::BFloat16), ..Default::default() });
+    let reference = tensors(model_dir("sd3").join("reference/prompts.safetensors"));
+    let cond = pipe.encode_prompt("a photo of a cat").unwrap();
+    assert_eq!(cond.hidden_states.kind(), tch::Kind::Float);
+    let err = rel_l2(&cond.hidden_states, &reference["prompt_embeds_0"]);
+    assert!(err < 2e-2 && err > 0.0, "bf16 T5: {err:.2e}");
+}

@@ -205,14 +205,14 @@ impl Sd3Transformer {
         Ok(grid)
     }
 
-    /// Zero inputs of the right shapes for a shape-only pass: sample `[1, C, h, w]`, text `[1, 77, D]`,
-    /// pooled `[1, P]`.
+    /// Zero inputs of the right shapes for a shape-only pass: sample `[1, C, h, w]`, text `[1, 77 + 256, D]`
+    /// (the pipeline's CLIP + T5 sequence), pooled `[1, P]`.
     pub fn dummy_inputs(&self, latent: (i64, i64)) -> Result<(Tensor, Tensor, Tensor)> {
         let c = &self.config;
         let options = (Kind::Float, tch::Device::Cpu);
         Ok((
             Tensor::f_zeros([1, c.in_channels, latent.0, latent.1], options)?,
-            Tensor::f_zeros([1, 77, c.joint_attention_dim], options)?,
+            Tensor::f_zeros([1, 77 + crate::sd3_text::T5_MAX_SEQUENCE_LENGTH as i64, c.joint_attention_dim], options)?,
             Tensor::f_zeros([1, c.pooled_projection_dim], options)?,
         ))
     }
