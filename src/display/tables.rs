@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::generate::Generation;
 use crate::representations::Representations;
 use crate::xattn::render::{render, RenderMode, RenderOptions};
-use crate::xattn::{AttentionMaps, MapQuery, Normalize, TokenKind, TokenSelection, TokenTable};
+use crate::xattn::{AttentionMaps, MapQuery, Normalize, TokenKind, TokenSegment, TokenSelection, TokenTable};
 use tch::Kind;
 
 const TABLE: &str = "border-collapse:collapse;font:12px monospace";
@@ -73,6 +73,8 @@ impl Representations {
 
 impl TokenTable {
     pub fn to_html(&self) -> String {
+        // SD3's joint sequence: say which encoder each position belongs to.
+        let joint = self.entries.iter().any(|e| e.segment == TokenSegment::T5);
         let rows: Vec<Vec<String>> = self
             .entries
             .iter()
@@ -83,15 +85,21 @@ impl TokenTable {
                     TokenKind::Eos => "<eos>".to_string(),
                     _ => e.word.clone().unwrap_or_default(),
                 };
-                vec![e.index.to_string(), e.id.to_string(), e.text.clone(), word]
+                let mut row = vec![e.index.to_string(), e.id.to_string(), e.text.clone(), word];
+                if joint {
+                    row.push(if e.segment == TokenSegment::T5 { "T5" } else { "CLIP" }.to_string());
+                }
+                row
             })
             .collect();
         let padding = self.entries.iter().filter(|e| e.kind == TokenKind::Padding).count();
-        let mut html = table(&["index", "id", "token", "word"], &rows);
+        let headers: &[&str] =
+            if joint { &["index", "id", "token", "word", "part"] } else { &["index", "id", "token", "word"] };
+        let mut html = table(headers, &rows);
         html.push_str(&format!("<div style=\"font:11px sans-serif;color:#666\">+ {padding} padding positions</div>"));
         if !self.truncated_words.is_empty() {
             html.push_str(&format!(
-                "<div style=\"font:12px sans-serif;color:#b00\">cut off beyond 77 tokens: {}</div>",
+                "<div style=\"font:12px sans-serif;color:#b00\">cut off beyond the tokenizer's length (77 CLIP tokens, 256 T5): {}</div>",
                 escape_html(&self.truncated_words.join(" "))
             ));
         }

@@ -380,7 +380,7 @@ impl TokenTable {
         let padding = self.entries.iter().filter(|e| e.kind == TokenKind::Padding).count();
         out.push_str(&format!("(+ {padding} padding positions)\n"));
         if !self.truncated_words.is_empty() {
-            out.push_str(&format!("truncated (beyond 77 tokens): {}\n", self.truncated_words.join(" ")));
+            out.push_str(&format!("truncated (beyond the tokenizer's length): {}\n", self.truncated_words.join(" ")));
         }
         out
     }
