@@ -62,6 +62,31 @@ pub enum BenchKind {
     Sae(crate::cli_sae::BenchSaeArgs),
     /// t-SNE and UMAP quality and time against scikit-learn and umap-learn (digits, optional embeddings).
     Embed(crate::cli_embed::BenchEmbedArgs),
+    /// SD3 extraction (one block with early exit, every joint block) against diffusers, SD3-Medium architecture.
+    Sd3(BenchSd3Args),
+}
+
+/// Flags of `sdscope bench sd3` (defaults in [`sdscope::bench::sd3::Sd3BenchOptions`]).
+#[derive(clap::Args)]
+pub struct BenchSd3Args {
+    /// Where the random SD3-Medium-architecture pipeline (about 12 GB), the image and the scripts go.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Python with torch and diffusers (the reference virtualenv by default).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Joint blocks of the random transformer [default: 24, SD3 Medium's].
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Extractions per case and side (the best is compared) [default: 2].
+    #[arg(long)]
+    pub repeats: Option<usize>,
+    /// Side of the square test image, a multiple of 16 [default: 512].
+    #[arg(long)]
+    pub size: Option<i64>,
+    /// Measure sdscope only.
+    #[arg(long)]
+    pub skip_python: bool,
 }
 
 /// Flags of `sdscope bench collect` (defaults in [`sdscope::bench::collect::CollectBenchOptions`]).
@@ -177,6 +202,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         Some(BenchKind::Collect(collect)) => return bench_collect(collect),
         Some(BenchKind::Sae(sae)) => return crate::cli_sae::bench_sae(sae),
         Some(BenchKind::Embed(embed)) => return crate::cli_embed::bench_embed(embed),
+        Some(BenchKind::Sd3(sd3)) => return bench_sd3(sd3),
         None => {}
     }
     let mut opts = sdscope::bench::BenchOptions::default();
@@ -195,6 +221,22 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     }
     opts.skip_python = args.skip_python;
     sdscope::bench::run(&opts)
+}
+
+/// `sdscope bench sd3`: see [`sdscope::bench::sd3::run`].
+fn bench_sd3(args: &BenchSd3Args) -> Result<()> {
+    let mut opts = sdscope::bench::sd3::Sd3BenchOptions::default();
+    if let Some(dir) = &args.work_dir {
+        opts.work_dir = dir.clone();
+    }
+    if let Some(python) = &args.python {
+        opts.python = python.clone();
+    }
+    opts.layers = args.layers.unwrap_or(opts.layers);
+    opts.repeats = args.repeats.unwrap_or(opts.repeats);
+    opts.size = args.size.unwrap_or(opts.size);
+    opts.skip_python = args.skip_python;
+    sdscope::bench::sd3::run(&opts)
 }
 
 /// `sdscope bench collect`: see [`sdscope::bench::collect::run`].

@@ -13,6 +13,7 @@ pub mod embed;
 pub mod memory;
 mod report;
 pub mod sae;
+pub mod sd3;
 
 use report::gib;
 
@@ -34,6 +35,10 @@ pub const WORKER_SUBCOMMAND: &str = "bench-worker";
 
 /// The worker's `--positions` value that stands for every top-level position (those without a dot).
 pub const TOP_LEVEL: &str = "top-level";
+
+/// The worker's `--positions` value that stands for every joint block of an SD3 transformer
+/// (`transformer_blocks[i]`, the image stream).
+pub const ALL_BLOCKS: &str = "all-blocks";
 
 const MAKE_SCRIPT: (&str, &str) = ("make_random_sd15.py", include_str!("../../tests/bench/make_random_sd15.py"));
 const DIFFUSERS_SCRIPT: (&str, &str) = ("diffusers_extract.py", include_str!("../../tests/bench/diffusers_extract.py"));
@@ -230,12 +235,15 @@ fn measure(args: &WorkerArgs) -> Result<SideReport> {
     for p in &args.positions {
         if p == TOP_LEVEL {
             wanted.extend(pipe.positions().iter().filter(|p| !p.contains('.')).cloned());
+        } else if p == ALL_BLOCKS {
+            let block = |p: &&String| p.starts_with("transformer_blocks[") && p.ends_with(']') && !p.contains('.');
+            wanted.extend(pipe.positions().iter().filter(block).cloned());
         } else {
             wanted.push(p.clone());
         }
     }
     let positions = pipe.resolve_positions(&wanted)?;
-    let image = load_image(&args.image, 8)?;
+    let image = load_image(&args.image, pipe.pixel_multiple() as u32)?;
     let request = ExtractRequest::new(positions.clone()).timestep(args.timestep).seed(args.seed).progress(false);
     let (mut shapes, mut norms) = (BTreeMap::new(), BTreeMap::new());
     let mut extract = |fresh: bool, i: usize| -> Result<f64> {
@@ -285,10 +293,14 @@ fn measure(args: &WorkerArgs) -> Result<SideReport> {
     })
 }
 
+/// The components whose weights a bench side holds (the VAE only in part).
+const DENOISER_AND_ENCODERS: [&str; 6] =
+    ["unet", "transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"];
+
 /// Every weight file of a pipeline's components.
 fn model_files(model: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    for component in ["unet", "vae", "text_encoder", "text_encoder_2"] {
+    for component in DENOISER_AND_ENCODERS {
         let dir = model.join(component);
         if dir.is_dir() {
             files.extend(component_weights(&dir)?);
@@ -304,8 +316,9 @@ fn model_files(model: &Path) -> Result<Vec<PathBuf>> {
 /// Sizes of a pipeline's weights, in bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct WeightSizes {
-    /// The safetensors files of `unet/`, `vae/` and `text_encoder/` (the goal is stated against this).
+    /// The safetensors files of the denoiser, `vae/` and the text encoders (the goal is stated against this).
     pub files: u64,
+    /// The denoiser: `unet/` or SD3's `transformer/`.
     pub unet: u64,
     pub vae: u64,
     pub text_encoder: u64,
@@ -316,7 +329,7 @@ pub struct WeightSizes {
 /// Measure the weights of a diffusers folder (reads only the safetensors headers).
 pub fn weight_sizes(model: &Path) -> Result<WeightSizes> {
     let mut sizes = WeightSizes { files: 0, unet: 0, vae: 0, text_encoder: 0, held: 0 };
-    for component in ["unet", "vae", "text_encoder", "text_encoder_2"] {
+    for component in DENOISER_AND_ENCODERS {
         let dir = model.join(component);
         if !dir.is_dir() {
             continue;
@@ -336,7 +349,7 @@ pub fn weight_sizes(model: &Path) -> Result<WeightSizes> {
         sizes.files += on_disk;
         sizes.held += held as u64;
         match component {
-            "unet" => sizes.unet = on_disk,
+            "unet" | "transformer" => sizes.unet = on_disk,
             "vae" => sizes.vae = on_disk,
             _ => sizes.text_encoder += on_disk,
         }
@@ -483,45 +496,20 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
         Some(write_script(&scripts, DIFFUSERS_SCRIPT)?)
     };
     let mut cases = Vec::new();
+    let sides = Sides {
+        exe: &exe,
+        model: &model,
+        image: &image,
+        repeats: opts.repeats,
+        timestep: opts.timestep,
+        seed: opts.seed,
+        python: &opts.python,
+        script: diffusers_script.as_deref(),
+    };
     for (name, positions) in
         [("mid_block", "mid_block"), ("up_blocks[1]", "up_blocks[1]"), ("all top-level", TOP_LEVEL)]
     {
-        log(format!("{name}: sdscope, {} extractions in a fresh process", opts.repeats));
-        let mut cmd = Command::new(&exe);
-        cmd.arg(WORKER_SUBCOMMAND)
-            .arg("--model")
-            .arg(&model)
-            .arg("--image")
-            .arg(&image)
-            .arg("--positions")
-            .arg(positions);
-        cmd.arg("--repeats")
-            .arg(opts.repeats.to_string())
-            .arg("--timestep")
-            .arg(opts.timestep.to_string())
-            .arg("--seed")
-            .arg(opts.seed.to_string());
-        let what = format!("sdscope worker ({name})");
-        let sdscope = parse_report(&run_captured(cmd, &what)?, &what)?;
-        let diffusers = match &diffusers_script {
-            None => None,
-            Some(script) => {
-                log(format!("{name}: diffusers, {} extractions in a fresh process", opts.repeats));
-                let mut cmd = Command::new(&opts.python);
-                cmd.arg(script).arg(&model).arg(&image).arg("--positions").arg(sdscope.positions.join(","));
-                cmd.arg("--repeats")
-                    .arg(opts.repeats.to_string())
-                    .arg("--timestep")
-                    .arg(opts.timestep.to_string())
-                    .arg("--seed")
-                    .arg(opts.seed.to_string());
-                let what = format!("diffusers worker ({name})");
-                Some(parse_report(&run_captured(cmd, &what)?, &what)?)
-            }
-        };
-        if let Some(d) = &diffusers {
-            check_agreement(name, &sdscope, d)?;
-        }
+        let (sdscope, diffusers) = sides.run(name, positions)?;
         cases.push(Case { name, sdscope, diffusers });
     }
     log("mid_block: sdscope from a cold page cache (the model's files evicted), one extraction");
@@ -533,6 +521,46 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
     print!("{}", report::render(opts, &model, &sizes, &cases));
     print!("{}", report::render_loading(&sizes, &cases, &cold));
     Ok(())
+}
+
+/// What both sides of every case share: the executables, the model, the image and the extraction settings.
+pub(super) struct Sides<'a> {
+    pub(super) exe: &'a Path,
+    pub(super) model: &'a Path,
+    pub(super) image: &'a Path,
+    pub(super) repeats: usize,
+    pub(super) timestep: i64,
+    pub(super) seed: i64,
+    pub(super) python: &'a Path,
+    /// The diffusers side's script (`None`: sdscope only).
+    pub(super) script: Option<&'a Path>,
+}
+
+impl Sides<'_> {
+    /// One case: sdscope's worker, then the diffusers script on the positions sdscope resolved, each in a fresh
+    /// process; both must capture the same shapes.
+    pub(super) fn run(&self, name: &str, positions: &str) -> Result<(SideReport, Option<SideReport>)> {
+        let common = |cmd: &mut Command| {
+            cmd.arg("--repeats").arg(self.repeats.to_string());
+            cmd.arg("--timestep").arg(self.timestep.to_string()).arg("--seed").arg(self.seed.to_string());
+        };
+        log(format!("{name}: sdscope, {} extractions in a fresh process", self.repeats));
+        let mut cmd = Command::new(self.exe);
+        cmd.arg(WORKER_SUBCOMMAND).arg("--model").arg(self.model).arg("--image").arg(self.image);
+        cmd.arg("--positions").arg(positions);
+        common(&mut cmd);
+        let what = format!("sdscope worker ({name})");
+        let sdscope = parse_report(&run_captured(cmd, &what)?, &what)?;
+        let Some(script) = self.script else { return Ok((sdscope, None)) };
+        log(format!("{name}: diffusers, {} extractions in a fresh process", self.repeats));
+        let mut cmd = Command::new(self.python);
+        cmd.arg(script).arg(self.model).arg(self.image).arg("--positions").arg(sdscope.positions.join(","));
+        common(&mut cmd);
+        let what = format!("diffusers worker ({name})");
+        let diffusers = parse_report(&run_captured(cmd, &what)?, &what)?;
+        check_agreement(name, &sdscope, &diffusers)?;
+        Ok((sdscope, Some(diffusers)))
+    }
 }
 
 /// Both sides must have captured the same shapes; the norms say whether they computed the same thing.
