@@ -601,7 +601,13 @@ mod tests {
             assert_eq!(find_alias(given).map(|a| a.name), Some(name), "{given}");
         }
         assert_eq!(find_alias("sd2.1-base").unwrap().repo, "stabilityai/stable-diffusion-2-1-base");
-        assert!(find_alias("sd3").is_none());
+        assert!(find_alias("flux").is_none());
+        let sd35 = find_alias("SD3.5 Large Turbo").unwrap();
+        assert_eq!(
+            (sd35.repo, sd35.default_steps, sd35.default_guidance, sd35.family),
+            ("stabilityai/stable-diffusion-3.5-large-turbo", 4, 0.0, "sd3")
+        );
+        assert_eq!(find_alias("sd3").unwrap().repo, find_alias("sd3-medium").unwrap().repo);
         let one = find_alias("sdxl-lightning-1step").unwrap();
         assert_eq!((one.prediction_type, one.timestep_spacing), (Some("sample"), Some("trailing")));
         assert_eq!((one.unet_repo, one.default_steps, one.default_guidance), (Some(LIGHTNING), 1, 0.0));
