@@ -223,10 +223,14 @@ fn read_json(path: &Path) -> Result<Value> {
     serde_json::from_str(&text).map_err(bad)
 }
 
-/// Components of `COMPONENTS` that `model_index.json` lists with a non-null class.
+/// Components of `COMPONENTS` that `model_index.json` lists with a non-null class; SD3's T5 (`text_encoder_3`,
+/// `tokenizer_3`) is not needed when `SDSCOPE_NO_T5` is set (the CLI's `--no-t5`), so a cache without its
+/// 9.5 GB is enough then.
 fn components(index: &Value) -> Vec<&'static str> {
     let listed = |c: &str| index.get(c).and_then(|v| v.get(1)).is_some_and(Value::is_string);
-    COMPONENTS.into_iter().filter(|c| listed(c)).collect()
+    let skip_t5 = std::env::var_os("SDSCOPE_NO_T5").is_some_and(|v| !v.is_empty() && v != "0");
+    let wanted = |c: &str| !(skip_t5 && matches!(c, "text_encoder_3" | "tokenizer_3"));
+    COMPONENTS.into_iter().filter(|c| listed(c) && wanted(c)).collect()
 }
 
 /// Non-weight files of a component, each with whether it is required.
@@ -666,6 +670,57 @@ mod tests {
             Err(Error::ModelNotCached { missing, .. }) => assert_eq!(missing, ["model_index.json"]),
             other => panic!("expected ModelNotCached, got {other:?}"),
         }
+        std::fs::remove_dir_all(cache).ok();
+    }
+
+    /// An SD3 snapshot needs its transformer, three text encoders and `tokenizer_3/tokenizer.json`; without the
+    /// T5 files it resolves only when T5 is skipped (`SDSCOPE_NO_T5`, the CLI's `--no-t5`).
+    #[test]
+    fn sd3_snapshot_needs_t5_unless_skipped() {
+        let cache = scratch("sd3");
+        let dir = repo_dir(&cache, SD3_MEDIUM);
+        std::fs::create_dir_all(dir.join("refs")).unwrap();
+        std::fs::write(dir.join("refs/main"), "abc123\n").unwrap();
+        let snap = dir.join("snapshots/abc123");
+        let clip = |n: &str| {
+            format!(
+                "text_encoder{n}/config.json text_encoder{n}/model.safetensors tokenizer{n}/vocab.json \
+                 tokenizer{n}/merges.txt tokenizer{n}/tokenizer_config.json tokenizer{n}/special_tokens_map.json"
+            )
+        };
+        let files = format!(
+            "transformer/config.json transformer/diffusion_pytorch_model.safetensors vae/config.json \
+             vae/diffusion_pytorch_model.safetensors scheduler/scheduler_config.json {} {}",
+            clip(""),
+            clip("_2")
+        );
+        touch(&snap, &files);
+        let index = r#"{"_class_name": "StableDiffusion3Pipeline", "transformer": ["diffusers", "SD3Transformer2DModel"],
+            "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+            "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"], "text_encoder_3": ["transformers", "T5EncoderModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"], "tokenizer_2": ["transformers", "CLIPTokenizer"],
+            "tokenizer_3": ["transformers", "T5TokenizerFast"], "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]}"#;
+        std::fs::write(snap.join("model_index.json"), index).unwrap();
+        match resolve_in("sd3", &cache, true) {
+            Err(Error::ModelNotCached { missing, fetch, .. }) => {
+                let expected = [
+                    "text_encoder_3/config.json",
+                    "text_encoder_3/model.safetensors",
+                    "tokenizer_3/tokenizer.json",
+                    "tokenizer_3/tokenizer_config.json",
+                ];
+                assert_eq!(missing, expected);
+                assert!(fetch.contains("\"transformer/*\"") && fetch.contains("\"text_encoder_3/*\""), "{fetch}");
+            }
+            other => panic!("expected ModelNotCached, got {other:?}"),
+        }
+        std::env::set_var("SDSCOPE_NO_T5", "1");
+        let resolved = resolve_in("sd3", &cache, true);
+        std::env::remove_var("SDSCOPE_NO_T5");
+        assert_eq!(resolved.unwrap().root, snap);
+        touch(&snap, "text_encoder_3/config.json text_encoder_3/model.safetensors tokenizer_3/tokenizer.json");
+        touch(&snap, "tokenizer_3/tokenizer_config.json");
+        assert_eq!(resolve_in("sd3", &cache, true).unwrap().alias.map(|a| a.family), Some("sd3"));
         std::fs::remove_dir_all(cache).ok();
     }
 
