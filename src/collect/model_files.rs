@@ -8,16 +8,19 @@ use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::Path;
 
-/// Every weight file of the pipeline (U-Net, VAE, text encoders) with its size and sha256. Files in the Hugging
-/// Face cache are links to blobs named by their sha256, which is taken as is; other files are hashed.
+/// Every weight file the pipeline was loaded from (U-Net or SD3 transformer, VAE, text encoders, T5 when loaded)
+/// with its size and sha256. Files in the Hugging Face cache are links to blobs named by their sha256, which is
+/// taken as is; other files are hashed.
 pub fn model_file_hashes(pipe: &Pipeline) -> Result<Vec<FileHash>> {
     let root = &pipe.source.root;
     let mut files = Vec::new();
+    let denoiser = if root.join("transformer").is_dir() { "transformer" } else { "unet" };
     match &pipe.source.unet_override {
         Some(file) => files.push(file.clone()),
-        None => files.extend(component_weights(&root.join("unet"))?),
+        None => files.extend(component_weights(&root.join(denoiser))?),
     }
-    for component in ["vae", "text_encoder", "text_encoder_2"] {
+    let t5 = pipe.t5.is_some().then_some("text_encoder_3");
+    for component in ["vae", "text_encoder", "text_encoder_2"].into_iter().chain(t5) {
         let dir = root.join(component);
         if dir.is_dir() {
             files.extend(component_weights(&dir)?);
