@@ -238,3 +238,33 @@ fn sd3_collect_matches_generation_captures() {
         }
     }
 }
+
+/// `similarity` and `explorer` on SD3: maps on each image's patch grid, the explorer's default position the middle
+/// joint block.
+#[test]
+fn sd3_similarity_and_explorer() {
+    let tmp = scratch("cli-sd3-similarity");
+    let images = fixtures().join("images");
+    let list = format!("{},{}", images.join("square.png").display(), images.join("wide.png").display());
+    let maps = tmp.join("maps.safetensors");
+    run_ok(sdscope().args(["similarity", "--model", sd3_dir().to_str().unwrap(), "--images", &list]).args([
+        "--position",
+        "transformer_blocks[1]",
+        "--query",
+        "1:2,3",
+        "--out",
+        maps.to_str().unwrap(),
+    ]));
+    let (saved, _) = sdscope::tensor_io::load(&maps).unwrap();
+    assert_eq!(saved["0"].size(), [4, 4]);
+    assert_eq!(saved["1"].size(), [4, 6]);
+    assert!((saved["1"].double_value(&[2, 3]) - 1.0).abs() < 1e-5, "the query token is most similar to itself");
+    let html = tmp.join("explorer.html");
+    let out = sdscope()
+        .args(["explorer", "--model", sd3_dir().to_str().unwrap(), "--images", &list, "--html", html.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("transformer_blocks[1]"), "3 blocks: the default is block 1");
+}
