@@ -192,9 +192,18 @@ fn sd3_extraction_api_matches_diffusers() {
 }
 
 #[derive(Debug, serde::Deserialize)]
-struct ScaleEdit {
+struct AddDirectionSpec {
+    strength: f64,
+    step_start: usize,
+    step_end: usize,
+}
+
+/// The case's edit: the image stream scaled, or a direction added (`direction`, `mask` saved with the case).
+#[derive(Debug, serde::Deserialize)]
+struct Edit {
     position: String,
-    scale: f64,
+    scale: Option<f64>,
+    add_direction: Option<AddDirectionSpec>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -212,7 +221,7 @@ struct GenCase {
     max_sequence_length: Option<usize>,
     #[serde(default)]
     capture: Vec<String>,
-    intervention: Option<ScaleEdit>,
+    intervention: Option<Edit>,
 }
 
 fn load_png(path: &std::path::Path) -> Tensor {
@@ -222,11 +231,12 @@ fn load_png(path: &std::path::Path) -> Tensor {
 }
 
 /// `StableDiffusion3Pipeline.__call__`: flow-matching Euler, guidance on `[uncond, cond]`, negative prompts,
-/// non-square sizes, SD3.5 without guidance, per-step captures and an edit equal to the same diffusers hook.
+/// non-square sizes, SD3.5 without guidance, per-step captures, and edits (a scaled image stream; a masked
+/// direction added over a step range, as SAE steering does) equal to the same diffusers hook.
 #[test]
 fn sd3_generation_matches_diffusers() {
     use sdscope::generate::GenerateRequest;
-    use sdscope::interventions::Interventions;
+    use sdscope::interventions::{AddDirection, Interventions};
     let dir = model_dir("generation");
     let cases: Vec<GenCase> = read_json(dir.join("cases.json"));
     let mut pipes: HashMap<String, Pipeline> = HashMap::new();
@@ -248,7 +258,18 @@ fn sd3_generation_matches_diffusers() {
         request.negative_prompt = case.negative_prompt.clone();
         let mut edits = Interventions::new();
         if let Some(edit) = &case.intervention {
-            edits.scale(edit.position.as_str(), edit.scale, None);
+            match (edit.scale, &edit.add_direction) {
+                (Some(factor), _) => {
+                    edits.scale(edit.position.as_str(), factor, None);
+                }
+                (None, Some(add)) => {
+                    let direction = AddDirection::new(reference["direction"].shallow_clone(), add.strength)
+                        .mask(reference["mask"].shallow_clone())
+                        .steps(add.step_start..add.step_end);
+                    edits.add_direction(edit.position.as_str(), direction);
+                }
+                (None, None) => panic!("{what}: an edit without scale or add_direction"),
+            }
         }
         let out = pipe.generate_with(&request, &mut edits).unwrap();
         if case.intervention.is_some() {
@@ -273,7 +294,7 @@ fn sd3_generation_matches_diffusers() {
         }
         ran += 1;
     }
-    assert!(ran >= 4, "only {ran} generation cases ran");
+    assert!(ran >= 5, "only {ran} generation cases ran");
 }
 
 /// Attention maps on SD3: the image → text part of every joint attention layer, head-averaged, equals diffusers'
