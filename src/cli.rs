@@ -431,7 +431,7 @@ pub fn xattn(args: &XattnArgs) -> Result<()> {
     // Token indices against the tokenizer's length, before the model is loaded.
     let source = resolve(&args.model)?;
     let mut max_len = load_tokenizers(&source.root)?.first().map(|t| t.max_len()).unwrap_or(77);
-    if source.root.join("transformer").is_dir() {
+    if sdscope::denoiser::denoiser_folder(&source.root) == "transformer" {
         max_len += sdscope::sd3_text::T5_MAX_SEQUENCE_LENGTH; // SD3's joint sequence: CLIP, then T5
     }
     if let Some(bad) = args.tokens.iter().find(|&&t| t >= max_len) {

@@ -9,6 +9,7 @@ use crate::models::{AddedConditioning, Sd3Transformer, UNet};
 use crate::pipeline::{LoadOptions, TextConditioning};
 use crate::taps::Taps;
 use crate::weights::Weights;
+use std::path::Path;
 use std::time::Instant;
 use tch::Tensor;
 
@@ -38,6 +39,11 @@ pub trait Denoiser {
     fn latent_multiple(&self) -> i64;
     /// The attention layers whose image → text probabilities make attention maps.
     fn text_attention_layers(&self) -> Vec<String>;
+    /// Every attention layer that can record its probabilities when asked by name (the text layers, and a U-Net's
+    /// self-attention `…attn1`).
+    fn recordable_attention_layers(&self) -> Vec<String> {
+        self.text_attention_layers()
+    }
     /// Whether classifier-free guidance applies (`false` for guidance-distilled U-Nets with `time_cond_proj_dim`).
     fn supports_guidance(&self) -> bool;
     /// Zero inputs for a shape-only pass on a latent grid: the sample and its conditioning.
@@ -79,6 +85,10 @@ impl Denoiser for UNet {
     }
     fn text_attention_layers(&self) -> Vec<String> {
         self.positions().iter().filter(|p| p.ends_with(".attn2")).cloned().collect()
+    }
+    fn recordable_attention_layers(&self) -> Vec<String> {
+        let attention = |p: &&String| p.ends_with(".attn1") || p.ends_with(".attn2");
+        self.positions().iter().filter(attention).cloned().collect()
     }
     fn dummy_inputs(&self, latent: (i64, i64)) -> Result<(Tensor, TextConditioning)> {
         let (sample, hidden_states, text_embeds) = UNet::dummy_inputs(self, latent)?;
@@ -147,12 +157,21 @@ impl Denoiser for Sd3Transformer {
     }
 }
 
+/// The folder holding a pipeline's denoiser: `transformer` (SD3) when there is one, else `unet`.
+pub fn denoiser_folder(root: &Path) -> &'static str {
+    if root.join("transformer").join("config.json").is_file() {
+        "transformer"
+    } else {
+        "unet"
+    }
+}
+
 /// Load the denoiser of a resolved model: `transformer/` (SD3) or `unet/` (with the Lightning weight override
 /// when the alias has one).
 pub fn load_denoiser(source: &ModelSource, options: &LoadOptions) -> Result<Box<dyn Denoiser>> {
     let start = Instant::now();
     let transformer = source.root.join("transformer");
-    let denoiser: Box<dyn Denoiser> = if transformer.join("config.json").is_file() {
+    let denoiser: Box<dyn Denoiser> = if denoiser_folder(&source.root) == "transformer" {
         let config_path = transformer.join("config.json");
         let config: Sd3TransformerConfig = read_json(&config_path)?;
         match config.class_name.as_deref() {

@@ -135,7 +135,7 @@ impl Pipeline {
     pub fn load_with(model: &str, options: LoadOptions) -> Result<Self> {
         let source = resolve(model)?;
         let root = source.root.clone();
-        let family = if root.join("transformer").is_dir() {
+        let family = if crate::denoiser::denoiser_folder(&root) == "transformer" {
             Family::Sd3
         } else if root.join("text_encoder_2").is_dir() {
             Family::Xl

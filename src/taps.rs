@@ -195,6 +195,16 @@ fn check_replacement(path: &str, original: &Tensor, replacement: Tensor) -> Resu
     Ok(replacement.f_to_kind(original.kind())?)
 }
 
+/// A forward pass' result with an early stop ([`Error::Halted`], raised by [`Taps::visit`] once every requested
+/// position is captured) turned into `None`.
+pub fn stopped_early_as_none<T>(result: Result<T>) -> Result<Option<T>> {
+    match result {
+        Ok(out) => Ok(Some(out)),
+        Err(Error::Halted) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The suffix that turns a position into its module's update (output − input).
 pub const UPDATE_SUFFIX: &str = "@update";
 

@@ -10,12 +10,6 @@ use sdscope::prelude::*;
 use sdscope::schedulers::build_sampler;
 use std::collections::HashMap;
 
-fn load_png(path: &std::path::Path) -> Tensor {
-    let img = image::open(path).unwrap().to_rgb8();
-    let (w, h) = img.dimensions();
-    Tensor::from_slice(img.as_raw()).reshape([h as i64, w as i64, 3])
-}
-
 /// The pipeline with the case's scheduler overrides applied to its config (what `from_config(**overrides)` does).
 fn pipeline_for(case: &GenCase) -> Pipeline {
     let mut pipe = Pipeline::load_with(
@@ -81,7 +75,7 @@ fn run_case(case: &GenCase) {
 
     let png = load_png(&generation_dir().join(format!("case_{}.png", case.id)));
     let ours = out.rgb8().unwrap();
-    let max_diff = (ours.to_kind(Kind::Int) - png.to_kind(Kind::Int)).abs().max().int64_value(&[]);
+    let max_diff = max_level_difference(&ours, &png);
     assert!(max_diff <= 2, "{what}: PNG differs by {max_diff} levels");
     eprintln!("{what}: PNG within {max_diff} levels");
 

@@ -224,12 +224,6 @@ struct GenCase {
     intervention: Option<Edit>,
 }
 
-fn load_png(path: &std::path::Path) -> Tensor {
-    let img = image::open(path).unwrap().to_rgb8();
-    let (w, h) = img.dimensions();
-    Tensor::from_slice(img.as_raw()).reshape([h as i64, w as i64, 3])
-}
-
 /// `StableDiffusion3Pipeline.__call__`: flow-matching Euler, guidance on `[uncond, cond]`, negative prompts,
 /// non-square sizes, SD3.5 without guidance, per-step captures, and edits (a scaled image stream; a masked
 /// direction added over a step range, as SAE steering does) equal to the same diffusers hook.
@@ -285,7 +279,7 @@ fn sd3_generation_matches_diffusers() {
         assert_close(&format!("{what}: decoded image"), &out.image, &reference["image"], 1e-3);
         let png = load_png(&dir.join(format!("case_{}.png", case.id)));
         let ours = out.rgb8().unwrap();
-        let max_diff = (ours.to_kind(tch::Kind::Int) - png.to_kind(tch::Kind::Int)).abs().max().int64_value(&[]);
+        let max_diff = max_level_difference(&ours, &png);
         assert!(max_diff <= 2, "{what}: PNG differs by {max_diff} levels");
         for p in &case.capture {
             let reprs = out.representations.as_ref().expect("captures requested");

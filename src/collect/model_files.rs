@@ -14,7 +14,7 @@ use std::path::Path;
 pub fn model_file_hashes(pipe: &Pipeline) -> Result<Vec<FileHash>> {
     let root = &pipe.source.root;
     let mut files = Vec::new();
-    let denoiser = if root.join("transformer").is_dir() { "transformer" } else { "unet" };
+    let denoiser = crate::denoiser::denoiser_folder(root);
     match &pipe.source.unet_override {
         Some(file) => files.push(file.clone()),
         None => files.extend(component_weights(&root.join(denoiser))?),

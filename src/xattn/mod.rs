@@ -145,11 +145,9 @@ impl Pipeline {
     pub(crate) fn resolve_attention_layers(&self, capture: &AttentionCapture) -> Result<Option<Vec<String>>> {
         let Some(layers) = &capture.layers else { return Ok(None) };
         let resolved = self.resolve_positions(layers)?;
-        let text_layers = self.cross_attention_layers();
-        let self_attention_ok = self.family != crate::pipeline::Family::Sd3;
+        let recordable = self.denoiser.recordable_attention_layers();
         for (given, path) in layers.iter().zip(&resolved) {
-            let is_self = self_attention_ok && path.ends_with(".attn1");
-            if !(is_self || text_layers.contains(path)) {
+            if !recordable.contains(path) {
                 return Err(Error::invalid(
                     format!("attention layer `{given}`"),
                     format!(

@@ -108,6 +108,19 @@ pub fn gen_cases() -> Vec<GenCase> {
     serde_json::from_str(&std::fs::read_to_string(generation_dir().join("cases.json")).unwrap()).unwrap()
 }
 
+/// A PNG as uint8 `[H, W, 3]`.
+pub fn load_png(path: &std::path::Path) -> Tensor {
+    let img = image::open(path).unwrap().to_rgb8();
+    let (w, h) = img.dimensions();
+    Tensor::from_slice(img.as_raw()).reshape([h as i64, w as i64, 3])
+}
+
+/// The largest difference in levels between two uint8 pictures of one shape.
+pub fn max_level_difference(a: &Tensor, b: &Tensor) -> i64 {
+    assert_eq!(a.size(), b.size(), "picture shapes differ");
+    (a.to_kind(Kind::Int) - b.to_kind(Kind::Int)).abs().max().int64_value(&[])
+}
+
 /// The `sdscope` binary of this build.
 pub fn sdscope() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_sdscope"))

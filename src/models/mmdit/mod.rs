@@ -230,11 +230,7 @@ impl Sd3Transformer {
         pooled: &Tensor,
         taps: &mut Taps,
     ) -> Result<Option<Tensor>> {
-        match self.forward_inner(sample, timestep, context, pooled, taps) {
-            Ok(out) => Ok(Some(out)),
-            Err(Error::Halted) => Ok(None),
-            Err(e) => Err(e),
-        }
+        crate::taps::stopped_early_as_none(self.forward_inner(sample, timestep, context, pooled, taps))
     }
 
     fn check_inputs(&self, sample: &Tensor, context: &Tensor, pooled: &Tensor) -> Result<()> {

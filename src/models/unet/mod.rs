@@ -282,11 +282,7 @@ impl UNet {
         added: Option<AddedConditioning>,
         taps: &mut Taps,
     ) -> Result<Option<Tensor>> {
-        match self.forward_inner(sample, timestep, context, added, taps) {
-            Ok(out) => Ok(Some(out)),
-            Err(Error::Halted) => Ok(None),
-            Err(e) => Err(e),
-        }
+        crate::taps::stopped_early_as_none(self.forward_inner(sample, timestep, context, added, taps))
     }
 
     fn forward_inner(
